@@ -1,0 +1,32 @@
+"""Choosing the compute device and seeding random number generators (all chapters)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """Return the torch device for `name`: "auto" picks cuda, then mps, then cpu."""
+    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
+        raise ValueError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N).")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but PyTorch sees no CUDA GPU; use --device auto or cpu.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("--device mps was requested but MPS is not available; use --device auto or cpu.")
+    return torch.device(name)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's and PyTorch's random number generators (CPU and all GPUs)."""
+    random.seed(seed)
+    torch.manual_seed(seed)

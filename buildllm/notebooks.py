@@ -1,0 +1,133 @@
+"""The notebook runner: executes notebooks with papermill-style parameters (tests and committed outputs).
+
+Usage::
+
+    python -m buildllm.notebooks ch02/ch02.ipynb            # refresh outputs in place, default parameters
+    python -m buildllm.notebooks ch05/ch05.ipynb -p num_epochs 2
+    python -m buildllm.notebooks ch05/ch05.ipynb --quick --output /tmp/ch05.ipynb   # the tests' settings
+
+Each notebook has one cell tagged ``parameters`` holding its expensive knobs with
+the book's defaults. ``--quick`` applies the small values stored in the notebook's
+metadata under ``buildllm.quick_parameters`` (what the test suite runs). The
+notebook runs in its own folder. In-place runs replace the file only when every
+cell succeeded, and record the parameters, device and versions in the notebook's
+metadata (``buildllm.last_run``), so a reader can see what produced its outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+
+def quick_parameters(path: str | os.PathLike) -> dict:
+    """Return the small parameters stored in a notebook's metadata (``buildllm.quick_parameters``)."""
+    nb = nbformat.read(path, as_version=4)
+    return dict(nb.metadata.get("buildllm", {}).get("quick_parameters", {}))
+
+
+def _clean(nb) -> None:
+    """Drop per-run noise (timings, papermill bookkeeping) so committed diffs show only real changes."""
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+
+
+def run_notebook(
+    path: str | os.PathLike,
+    parameters: dict | None = None,
+    output: str | os.PathLike | None = None,
+    timeout: int = 3600,
+    quick: bool = False,
+) -> Path:
+    """Execute notebook `path` with `parameters`; write it to `output` (default: in place); return that path."""
+    import papermill as pm
+    import torch
+
+    from .device import get_device
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"No notebook at {path}.")
+    params = {**(quick_parameters(path) if quick else {}), **(parameters or {})}
+    output = Path(output).resolve() if output else path
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    # Execute into a temporary file: a failing run never overwrites a good notebook.
+    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=output.parent)
+    os.close(fd)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(path), tmp, parameters=params, cwd=str(path.parent), kernel_name="python3",
+            execution_timeout=timeout, progress_bar=False, log_output=False,
+        )
+        nb = nbformat.read(tmp, as_version=4)
+        _clean(nb)
+        nb.metadata.setdefault("buildllm", {})["last_run"] = {
+            "parameters": params,
+            "quick": quick,
+            "device": str(get_device("auto")),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(terse=True),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        nbformat.write(nb, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return output
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a plain string such as cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m buildllm.notebooks",
+        description="Execute notebooks with parameters; by default refreshes their committed outputs in place.",
+    )
+    parser.add_argument("notebooks", nargs="+", help="notebook files to run")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a value of the notebook's 'parameters' cell (Python literal or string)")
+    parser.add_argument("--quick", action="store_true",
+                        help="use the small parameters stored in the notebook (what the tests run)")
+    parser.add_argument("--output", help="write the executed notebook here instead of in place (one notebook only)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
+    args = parser.parse_args(argv)
+    if args.output and len(args.notebooks) > 1:
+        parser.error("--output works with one notebook only")
+    params = {name: _parse_value(value) for name, value in args.parameter}
+    failed = []
+    for nb_path in args.notebooks:
+        start = time.perf_counter()
+        try:
+            out = run_notebook(nb_path, params, args.output, args.timeout, args.quick)
+            print(f"ok   {nb_path} -> {out} ({time.perf_counter() - start:.1f} s)")
+        except Exception as exc:  # report every notebook, then fail
+            failed.append(nb_path)
+            print(f"FAIL {nb_path}: {type(exc).__name__}: {str(exc)[-2000:]}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} notebook(s) failed; their files were left unchanged: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
