@@ -86,3 +86,42 @@ def train_model_simple(
                 print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
         generate_and_print_sample(model, tokenizer, device, start_context)
     return train_losses, val_losses, track_tokens_seen
+
+
+def atomic_torch_save(obj, path) -> None:
+    """`torch.save` to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(model, path) -> None:
+    """Save a `GPTModel`'s config and weights to `path` (atomically), so `load_model` can rebuild it."""
+    state_dict = getattr(model, "module", model).state_dict()  # unwrap DDP / compiled models
+    atomic_torch_save({"config": dict(model.cfg), "model_state_dict": state_dict}, path)
+
+
+def load_model(path, device="cpu"):
+    """Rebuild a `GPTModel` saved by `save_model` (safe loading: weights_only=True)."""
+    from .model import GPTModel
+
+    payload = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(payload, dict) or "config" not in payload or "model_state_dict" not in payload:
+        raise ValueError(
+            f"{path} is not a model file written by buildllm.training.save_model (it lacks 'config' and "
+            f"'model_state_dict'). Use the model.pth that ch05/gpt_train.py writes."
+        )
+    model = GPTModel(payload["config"])
+    model.load_state_dict(payload["model_state_dict"])
+    return model.to(device)
