@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -90,10 +94,6 @@ def train_model_simple(
 
 def atomic_torch_save(obj, path) -> None:
     """`torch.save` to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
