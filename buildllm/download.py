@@ -72,9 +72,14 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, desc: str)
             total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
             desc=desc, disable=not progress, leave=False,
         ) as bar:
+            received = 0
             for block in iter(lambda: response.read(CHUNK), b""):
                 f.write(block)
                 bar.update(len(block))
+                received += len(block)
+    if remaining is not None and received < int(remaining):
+        # The connection dropped: keep the .part file so that the next attempt resumes it.
+        raise ConnectionError(f"connection closed after {received} of {remaining} bytes")
 
 
 def download_file(
@@ -103,6 +108,14 @@ def download_file(
             dest.unlink()
 
     part = dest.with_name(dest.name + ".part")
+    if size is not None and part.exists() and part.stat().st_size >= size:
+        # A complete .part from a run stopped before its rename: nothing is left to resume.
+        try:
+            verify_file(part, sha256, size)
+            os.replace(part, dest)
+            return dest
+        except ChecksumError:
+            part.unlink()
     errors: list[str] = []
     for url in urls:
         for attempt in range(1, retries + 1):
