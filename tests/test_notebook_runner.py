@@ -1,0 +1,101 @@
+"""The notebook runner (`python -m buildllm.notebooks`) on tiny notebooks written by the tests."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat import v4
+
+from buildllm.notebooks import _parse_value, main, quick_parameters, run_notebook
+from conftest import run_script
+
+
+def write_notebook(path, body: str) -> None:
+    """Write a notebook: a markdown cell, a 'parameters' cell (n=3, name="default"), then `body`."""
+    params = v4.new_code_cell('n = 3\nname = "default"')
+    params.metadata["tags"] = ["parameters"]
+    nb = v4.new_notebook(cells=[v4.new_markdown_cell("# A tiny notebook"), params, v4.new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["buildllm"] = {"quick_parameters": {"n": 1}}
+    nbformat.write(nb, path)
+
+
+def text_outputs(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+BODY = "import os\nprint(n * 2, name)\nprint('cwd', os.getcwd())"
+
+
+def test_parameters_injected_and_run_recorded(tmp_path):
+    source = tmp_path / "nb" / "tiny.ipynb"
+    source.parent.mkdir()
+    write_notebook(source, BODY)
+    original = source.read_bytes()
+    out = run_notebook(source, parameters={"n": 5}, output=tmp_path / "out" / "tiny.ipynb", timeout=120)
+
+    assert out == tmp_path / "out" / "tiny.ipynb"
+    assert source.read_bytes() == original  # --output leaves the source alone
+    nb = nbformat.read(out, as_version=4)
+    assert "10 default" in text_outputs(nb)
+    assert f"cwd {source.parent}" in text_outputs(nb)  # runs in the notebook's own folder
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "n = 5" in injected[0].source
+    last_run = nb.metadata["buildllm"]["last_run"]
+    assert last_run["parameters"] == {"n": 5} and last_run["quick"] is False
+    assert {"device", "python", "torch", "platform", "seconds"} <= set(last_run)
+    assert nb.metadata["buildllm"]["quick_parameters"] == {"n": 1}
+    # Per-run noise is dropped, so committed diffs only show real changes.
+    assert "papermill" not in nb.metadata
+    assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
+
+
+def test_cli_quick_in_place(tmp_path, capsys):
+    path = tmp_path / "tiny.ipynb"
+    write_notebook(path, BODY)
+    assert main([str(path), "--quick", "-p", "name", "cli", "--timeout", "120"]) == 0
+    assert f"ok   {path} -> {path}" in capsys.readouterr().out
+    nb = nbformat.read(path, as_version=4)
+    assert "2 cli" in text_outputs(nb)  # n from quick_parameters, name from -p
+    assert nb.metadata["buildllm"]["last_run"]["parameters"] == {"n": 1, "name": "cli"}
+    assert nb.metadata["buildllm"]["last_run"]["quick"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ipynb"]
+
+
+def test_failing_notebook_is_left_unchanged(tmp_path, capsys):
+    path = tmp_path / "broken.ipynb"
+    write_notebook(path, "raise RuntimeError('this cell fails on purpose')")
+    original = path.read_bytes()
+    assert main([str(path), "--timeout", "120"]) == 1
+    err = capsys.readouterr().err
+    assert f"FAIL {path}: PapermillExecutionError" in err
+    assert "this cell fails on purpose" in err
+    assert "their files were left unchanged" in err
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.ipynb"]  # no temporary file left
+
+
+def test_missing_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No notebook at"):
+        run_notebook(tmp_path / "nope.ipynb")
+
+
+def test_quick_parameters_and_value_parsing(tmp_path):
+    path = tmp_path / "tiny.ipynb"
+    write_notebook(path, "pass")
+    assert quick_parameters(path) == {"n": 1}
+    assert _parse_value("5") == 5 and _parse_value("0.5") == 0.5 and _parse_value("[1, 2]") == [1, 2]
+    assert _parse_value("cpu") == "cpu" and _parse_value("True") is True
+
+
+def test_output_with_several_notebooks_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["a.ipynb", "b.ipynb", "--output", str(tmp_path / "x.ipynb")])
+    assert info.value.code == 2
+    assert "--output works with one notebook only" in capsys.readouterr().err
+
+
+def test_cli_help(tmp_path):
+    proc = run_script(["-m", "buildllm.notebooks", "--help"], cwd=tmp_path)
+    assert "usage: python -m buildllm.notebooks" in proc.stdout
+    assert "--quick" in proc.stdout and "--parameter NAME VALUE" in proc.stdout
