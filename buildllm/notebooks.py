@@ -20,6 +20,7 @@ import argparse
 import ast
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -83,6 +84,13 @@ def run_notebook(
             "seconds": round(time.perf_counter() - start, 1),
         }
         nbformat.write(nb, tmp)
+        # mkstemp made the file private (0600): keep the mode the notebook had, or a new file's usual mode.
+        if output.exists():
+            shutil.copymode(output, tmp)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):

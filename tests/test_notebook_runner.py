@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import nbformat
 import pytest
 from nbformat import v4
@@ -32,10 +35,13 @@ def test_parameters_injected_and_run_recorded(tmp_path):
     source.parent.mkdir()
     write_notebook(source, BODY)
     original = source.read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
     out = run_notebook(source, parameters={"n": 5}, output=tmp_path / "out" / "tiny.ipynb", timeout=120)
 
     assert out == tmp_path / "out" / "tiny.ipynb"
     assert source.read_bytes() == original  # --output leaves the source alone
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # a normal new file, not mkstemp's 0600
     nb = nbformat.read(out, as_version=4)
     assert "10 default" in text_outputs(nb)
     assert f"cwd {source.parent}" in text_outputs(nb)  # runs in the notebook's own folder
@@ -53,6 +59,7 @@ def test_parameters_injected_and_run_recorded(tmp_path):
 def test_cli_quick_in_place(tmp_path, capsys):
     path = tmp_path / "tiny.ipynb"
     write_notebook(path, BODY)
+    path.chmod(0o664)
     assert main([str(path), "--quick", "-p", "name", "cli", "--timeout", "120"]) == 0
     assert f"ok   {path} -> {path}" in capsys.readouterr().out
     nb = nbformat.read(path, as_version=4)
@@ -60,6 +67,7 @@ def test_cli_quick_in_place(tmp_path, capsys):
     assert nb.metadata["buildllm"]["last_run"]["parameters"] == {"n": 1, "name": "cli"}
     assert nb.metadata["buildllm"]["last_run"]["quick"] is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ipynb"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o664  # the in-place run keeps the file's mode
 
 
 def test_failing_notebook_is_left_unchanged(tmp_path, capsys):
