@@ -16,8 +16,6 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
-from tqdm.auto import tqdm
-
 CHUNK = 1 << 20
 
 
@@ -58,6 +56,10 @@ def verify_file(path: str | os.PathLike, sha256: str | None = None, size: int | 
 
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
     """Download `url` into `part`, resuming from its current length when the server allows it."""
+    # Imported here, not at module level: importing tqdm.auto in a notebook without ipywidgets
+    # prints a warning, and most notebooks import `buildllm.datasets` without downloading anything.
+    from tqdm.auto import tqdm
+
     start = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "buildllm"})
     if start:
