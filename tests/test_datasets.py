@@ -77,10 +77,11 @@ def test_corrupt_file_is_not_used(data_dir, tmp_path):
         get_data_path("the-verdict", data_dir=tmp_path)
 
 
-def test_truncated_file_is_not_used(data_dir, tmp_path):
+def test_truncated_file_in_buildllm_data_dir_is_not_used(data_dir, tmp_path, monkeypatch):
     (tmp_path / "the-verdict.txt").write_bytes((data_dir / "the-verdict.txt").read_bytes()[:-10])
+    monkeypatch.setenv("BUILDLLM_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match="is not usable: .* has 20469 bytes, expected 20479: the file is truncated"):
-        load_text("the-verdict", data_dir=tmp_path)
+        load_text("the-verdict")
 
 
 # --- downloads into the cache -------------------------------------------------------------
@@ -101,12 +102,13 @@ def test_download_into_cache_then_reuse(online, server, data_dir, monkeypatch):
 
 
 def test_no_network_and_no_local_copy(online, monkeypatch, no_sleep):
-    point_at(monkeypatch, "the-verdict", closed_port_url("/the-verdict.txt"))
+    url = closed_port_url("/the-verdict.txt")
+    point_at(monkeypatch, "the-verdict", url)
     with pytest.raises(DatasetError) as info:
         get_data_path("the-verdict", progress=False)
     message = str(info.value)
     assert "Dataset 'the-verdict' could not be downloaded" in message
-    assert "Connection refused" in message
+    assert f"{url} (attempt 3/3)" in message
     assert f"save it as {online / 'the-verdict.txt'}" in message
     assert "set BUILDLLM_DATA_DIR to a folder that holds the-verdict.txt" in message
     assert files_under(online) == []  # nothing left behind that could look like the file
