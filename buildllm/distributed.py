@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -212,11 +213,15 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
-def rank_print(*args, **kwargs) -> None:
-    """print() on every rank, prefixed with "[rank r]" when distributed."""
+def rank_print(*args, sep: str = " ", end: str = "\n", file=None, flush: bool = True) -> None:
+    """print() on every rank, prefixed with "[rank r]" when distributed (one write, so lines do not interleave)."""
+    text = sep.join(str(arg) for arg in args)
     if is_distributed():
-        args = (f"[rank {get_rank()}]", *args)
-    print(*args, **kwargs)
+        text = f"[rank {get_rank()}] {text}"
+    file = file or sys.stdout
+    file.write(text + end)
+    if flush:
+        file.flush()
 
 
 def cleanup() -> None:

@@ -1,0 +1,75 @@
+"""Appendix A: distributed data-parallel (DDP) training of the toy network, processes started by torchrun.
+
+torchrun starts the processes and gives each one RANK (global index),
+LOCAL_RANK (index on its machine), WORLD_SIZE, MASTER_ADDR and MASTER_PORT;
+``buildllm.distributed.setup_from_env`` reads and checks them. Each process uses
+GPU ``cuda:LOCAL_RANK`` with CUDA (backend NCCL), otherwise the CPU (Gloo).
+Only rank 0 prints the results.
+
+One machine (2 processes; on a GPU machine use the number of GPUs)::
+
+    torchrun --nproc_per_node=2 appendix-A/DDP-script-torchrun.py
+    torchrun --nproc_per_node=2 --master-port=29501 appendix-A/DDP-script-torchrun.py   # other port
+
+Several machines, e.g. 2 machines with 4 GPUs each (8 processes). Run the same
+command on every machine, changing only --node-rank; MASTER below is the
+address of machine 0 that the others can reach, and the port must be open::
+
+    # machine 0
+    torchrun --nnodes=2 --node-rank=0 --nproc_per_node=4 --master-addr=MASTER --master-port=29500 \\
+        appendix-A/DDP-script-torchrun.py
+    # machine 1
+    torchrun --nnodes=2 --node-rank=1 --nproc_per_node=4 --master-addr=MASTER --master-port=29500 \\
+        appendix-A/DDP-script-torchrun.py
+
+(Elastic alternative, same command on every machine:
+``torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=MASTER:29500
+--rdzv-id=toy1 appendix-A/DDP-script-torchrun.py``.) If ``torchrun`` is not on
+your PATH, ``python -m torch.distributed.run`` is the same program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from buildllm.distributed import DistributedLaunchError, cleanup, print0, setup_from_env
+from buildllm.primer import train_toy_ddp
+
+SCRIPT = "appendix-A/DDP-script-torchrun.py"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Launch with: torchrun --nproc_per_node=2 " + SCRIPT)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3, as in the book)")
+    parser.add_argument("--batch-size", type=int, default=2, help="batch size per process (default 2)")
+    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
+    parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: GPU cuda:LOCAL_RANK when CUDA is available, else CPU (default auto)")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be at least 1")
+
+    try:
+        info = setup_from_env(device=args.device, script=SCRIPT)
+    except DistributedLaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print0(f"{info.world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
+               f"{info.device}", flush=True)
+        train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
+                                            batch_size=args.batch_size, lr=args.lr)
+        print0(f"Training accuracy: {train_acc:.2f}", flush=True)
+        print0(f"Test accuracy: {test_acc:.2f}", flush=True)
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

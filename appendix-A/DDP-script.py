@@ -1,0 +1,94 @@
+"""Appendix A: distributed data-parallel (DDP) training of the toy network, processes started with mp.spawn.
+
+The script starts one worker process per device with
+``torch.multiprocessing.spawn``; each worker joins the process group
+(``buildllm.distributed.ddp_setup``), trains its DDP copy of ``NeuralNetwork``
+on its share of the toy data and evaluates it; only rank 0 prints the results.
+With CUDA GPUs each process uses one GPU (backend NCCL); without, the processes
+share the CPU (backend Gloo), which is how it is tested.
+
+Examples::
+
+    python appendix-A/DDP-script.py                    # one process per GPU, or 2 CPU processes
+    python appendix-A/DDP-script.py --world-size 3 --epochs 5
+    CUDA_VISIBLE_DEVICES=0,1 python appendix-A/DDP-script.py   # choose the GPUs
+    python appendix-A/DDP-script.py --master-port 29501         # if port 12345 is taken
+
+To launch with torchrun instead (also across machines), see DDP-script-torchrun.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.multiprocessing as mp
+
+from buildllm.distributed import (
+    DEFAULT_MASTER_PORT, PortInUseError, check_port_free, cleanup, ddp_setup, print0,
+)
+from buildllm.primer import train_toy_ddp
+
+
+def default_world_size() -> int:
+    """One process per visible GPU, or 2 CPU processes when there is no GPU."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 2
+
+
+def worker(rank: int, world_size: int, args: argparse.Namespace) -> None:
+    """What each spawned process runs: join the group, train, report from rank 0, leave the group."""
+    info = ddp_setup(rank, world_size, master_addr=args.master_addr, master_port=args.master_port,
+                     device=args.device)
+    if info.device.type == "cpu":
+        torch.set_num_threads(1)  # the processes share the CPU cores; one thread each avoids oversubscription
+    try:
+        print0(f"{world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
+               f"{info.device}", flush=True)
+        train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
+                                            batch_size=args.batch_size, lr=args.lr)
+        print0(f"Training accuracy: {train_acc:.2f}", flush=True)
+        print0(f"Test accuracy: {test_acc:.2f}", flush=True)
+    finally:
+        cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world-size", type=int, default=None,
+                        help="number of processes (default: number of GPUs, or 2 on a CPU-only machine)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3, as in the book)")
+    parser.add_argument("--batch-size", type=int, default=2, help="batch size per process (default 2)")
+    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
+    parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: one GPU per process when CUDA is available, else CPU (default auto)")
+    parser.add_argument("--master-addr", default="localhost", help="address of rank 0 (default localhost)")
+    parser.add_argument("--master-port", type=int, default=DEFAULT_MASTER_PORT,
+                        help=f"free TCP port for the rendezvous (default {DEFAULT_MASTER_PORT})")
+    args = parser.parse_args(argv)
+
+    if args.world_size is None:
+        args.world_size = default_world_size() if args.device != "cpu" else 2
+    if args.world_size < 1:
+        parser.error(f"--world-size must be at least 1, got {args.world_size}")
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be at least 1")
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if use_cuda and args.world_size > torch.cuda.device_count():
+        parser.error(f"--world-size {args.world_size} needs {args.world_size} GPUs, but "
+                     f"{torch.cuda.device_count()} are visible; lower it or use --device cpu")
+    try:
+        check_port_free(args.master_port, args.master_addr)
+    except (PortInUseError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    # spawn calls worker(rank, world_size, args) in world_size new processes, rank = 0 .. world_size-1.
+    mp.spawn(worker, args=(args.world_size, args), nprocs=args.world_size, join=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
