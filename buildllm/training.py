@@ -1,14 +1,29 @@
-"""Pretraining utilities of chapter 5: the loss, evaluation and the simple training loop."""
+"""Pretraining utilities of chapter 5: the loss, evaluation, the training loops and checkpoints.
+
+`train_model_simple` is the book's loop. `train_model` does the same work but can
+stop and resume exactly: a checkpoint (`save_checkpoint`) holds the model, the
+optimizer, where the run stands (`TrainingState`) and the random number
+generators' states, and the training batches come in an order fixed by
+``seed + epoch`` (`EpochShuffleSampler`), so a resumed run sees the very batches
+and dropout masks that an uninterrupted run would have seen.
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import random
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
 
+from .data import GPTDatasetV1
 from .generation import generate_text_simple, text_to_token_ids, token_ids_to_text
 
 
@@ -106,10 +121,16 @@ def atomic_torch_save(obj, path) -> None:
             os.unlink(tmp)
 
 
+def unwrap_model(model):
+    """Return the plain `GPTModel` inside a DistributedDataParallel (.module) or torch.compile (._orig_mod) wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def save_model(model, path) -> None:
     """Save a `GPTModel`'s config and weights to `path` (atomically), so `load_model` can rebuild it."""
-    state_dict = getattr(model, "module", model).state_dict()  # unwrap DDP / compiled models
-    atomic_torch_save({"config": dict(model.cfg), "model_state_dict": state_dict}, path)
+    model = unwrap_model(model)  # unwrap DDP / compiled models
+    atomic_torch_save({"config": dict(model.cfg), "model_state_dict": model.state_dict()}, path)
 
 
 def load_model(path, device="cpu"):
@@ -125,3 +146,284 @@ def load_model(path, device="cpu"):
     model = GPTModel(payload["config"])
     model.load_state_dict(payload["model_state_dict"])
     return model.to(device)
+
+
+# ---------------------------------------------------------------------------
+# Resumable training (ch05/gpt_train.py)
+# ---------------------------------------------------------------------------
+
+ARCHITECTURE_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias")
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffle the dataset in an order fixed by ``seed + epoch``; call `set_epoch` at the start of each epoch.
+
+    It works like `torch.utils.data.DistributedSampler` on one process, so a
+    multi-GPU run can swap that one in without changing the training loop.
+    """
+
+    def __init__(self, data_source, seed: int = 0, shuffle: bool = True):
+        self.data_source = data_source
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the order of epoch `epoch` (the same every time for the same seed)."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        n = len(self.data_source)
+        if not self.shuffle:
+            return iter(range(n))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+
+def create_pretraining_dataloaders(
+    text: str,
+    tokenizer,
+    context_length: int,
+    batch_size: int,
+    train_ratio: float = 0.90,
+    seed: int = 123,
+    num_workers: int = 0,
+) -> tuple[DataLoader, DataLoader]:
+    """Split `text` into training and validation parts and return their loaders (book settings: stride = context).
+
+    The training loader shuffles with an `EpochShuffleSampler` and drops an
+    incomplete last batch; the validation loader keeps the text's order. Each
+    loader owns a random generator, so iterating it never draws from PyTorch's
+    global generator (which dropout uses): that keeps resumed runs exact.
+    """
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio must be between 0 and 1 (the book uses 0.9), got {train_ratio}.")
+    split_idx = int(train_ratio * len(text))
+    parts = {"training": text[:split_idx], "validation": text[split_idx:]}
+    datasets = {}
+    for part, part_text in parts.items():
+        try:
+            datasets[part] = GPTDatasetV1(part_text, tokenizer, max_length=context_length, stride=context_length)
+        except ValueError as exc:
+            raise ValueError(
+                f"The {part} part of the text ({len(part_text)} characters) is too short for "
+                f"context_length={context_length}: {exc}"
+            ) from None
+    train_dataset, val_dataset = datasets["training"], datasets["validation"]
+    if len(train_dataset) < batch_size:
+        raise ValueError(
+            f"The training part has {len(train_dataset)} samples of {context_length} tokens, fewer than "
+            f"batch_size={batch_size}: no complete batch. Use a longer text, a smaller batch size or a "
+            f"shorter context length."
+        )
+    train_loader = DataLoader(
+        train_dataset, batch_size=batch_size, sampler=EpochShuffleSampler(train_dataset, seed=seed),
+        drop_last=True, num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
+    )
+    val_loader = DataLoader(
+        val_dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return train_loader, val_loader
+
+
+@dataclass
+class TrainingState:
+    """Where a training run stands; with the RNG states saved beside it, enough to resume exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step_in_epoch: int = 0  # batches of `epoch` already trained on
+    global_step: int = 0  # optimizer steps done in total
+    tokens_seen: int = 0  # training tokens seen in total
+    step_losses: list[float] = field(default_factory=list)  # training loss of every step
+    train_losses: list[float] = field(default_factory=list)  # at each evaluation
+    val_losses: list[float] = field(default_factory=list)
+    track_tokens_seen: list[int] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)  # step number (0-based, as printed) of each evaluation
+
+    def to_dict(self) -> dict:
+        """Plain Python types only, so the checkpoint loads with weights_only=True."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainingState":
+        """Rebuild a state saved with `to_dict`."""
+        return cls(**data)
+
+
+def get_rng_states() -> dict:
+    """Return the states of Python's and PyTorch's (CPU and CUDA) random generators as tensors and plain types."""
+    version, internal_state, gauss_next = random.getstate()
+    states = {
+        "python": {"version": version, "state": list(internal_state), "gauss_next": gauss_next},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore random generator states captured by `get_rng_states`."""
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+def check_same_architecture(saved_cfg: dict, cfg: dict, source: str = "the checkpoint") -> None:
+    """Raise ValueError naming every architecture setting in which `saved_cfg` and `cfg` differ."""
+    diffs = [f"{key} {saved_cfg.get(key)} vs {cfg.get(key)}" for key in ARCHITECTURE_KEYS
+             if saved_cfg.get(key) != cfg.get(key)]
+    if diffs:
+        raise ValueError(
+            f"{source} was saved from a different architecture ({', '.join(diffs)}: checkpoint vs this model). "
+            f"Build the model with the checkpoint's settings ({ {k: saved_cfg.get(k) for k in ARCHITECTURE_KEYS} }), "
+            f"e.g. pass the same --model-size/--emb-dim/--n-layers/--n-heads/--context-length as the original run."
+        )
+
+
+def save_checkpoint(path, model, optimizer, state: TrainingState, extra: dict | None = None) -> None:
+    """Save everything needed to resume training (model, optimizer, state, RNG states) atomically to `path`.
+
+    The file also loads with `load_model` (it holds "config" and "model_state_dict").
+    `extra` is a dict of plain values to keep beside (e.g. the run's settings).
+    """
+    model = unwrap_model(model)
+    atomic_torch_save(
+        {
+            "config": dict(model.cfg),
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "training_state": state.to_dict(),
+            "rng_states": get_rng_states(),
+            "extra": dict(extra or {}),
+        },
+        path,
+    )
+
+
+def load_checkpoint(path, model, optimizer=None, restore_rng: bool = True) -> tuple[TrainingState, dict]:
+    """Load a `save_checkpoint` file into `model` (and `optimizer`); restore RNG states; return (state, extra)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}. Pass the checkpoint.pth that ch05/gpt_train.py wrote.")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    needed = ("config", "model_state_dict", "optimizer_state_dict", "training_state", "rng_states")
+    if not isinstance(payload, dict) or any(key not in payload for key in needed):
+        raise ValueError(
+            f"{path} is not a training checkpoint written by buildllm.training.save_checkpoint (a model.pth "
+            f"holds only the weights and cannot resume training). Use the checkpoint.pth of the run."
+        )
+    model = unwrap_model(model)
+    check_same_architecture(payload["config"], model.cfg, source=str(path))
+    model.load_state_dict(payload["model_state_dict"])
+    if optimizer is not None:
+        optimizer.load_state_dict(payload["optimizer_state_dict"])
+    if restore_rng:
+        set_rng_states(payload["rng_states"])
+    return TrainingState.from_dict(payload["training_state"]), payload.get("extra", {})
+
+
+def atomic_write_json(obj, path) -> None:
+    """Write `obj` as indented JSON to `path` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def train_model(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    num_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str | None = None,
+    tokenizer=None,
+    state: TrainingState | None = None,
+    max_steps: int | None = None,
+    checkpoint_path=None,
+    checkpoint_extra: dict | None = None,
+    tb_writer=None,
+    is_main_process: bool = True,
+    progress: bool = True,
+) -> TrainingState:
+    """Train like `train_model_simple`, resumably; return the final `TrainingState`.
+
+    Pass the `state` returned by `load_checkpoint` to resume. `max_steps` stops after
+    that many optimizer steps in total (counting steps before a resume). At the end of
+    each epoch, and when stopping early, it prints a sample (if `start_context` and
+    `tokenizer` are given) and saves a checkpoint (if `checkpoint_path` is given, with
+    `checkpoint_extra` beside it).
+    Only the main process (rank 0 in multi-GPU training) prints, logs and saves.
+    """
+    if eval_freq < 1 or eval_iter < 1:
+        raise ValueError(f"eval_freq and eval_iter must be at least 1, got {eval_freq} and {eval_iter}.")
+    state = state or TrainingState()
+    steps_per_epoch = len(train_loader)
+    show = is_main_process and progress
+
+    def reached_max_steps() -> bool:
+        return max_steps is not None and state.global_step >= max_steps
+
+    while state.epoch < num_epochs and not reached_max_steps():
+        epoch = state.epoch
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)  # this epoch's order, the same on a resumed run
+        model.train()
+        # A resumed run skips the batches of this epoch it has already trained on.
+        batches = itertools.islice(train_loader, state.step_in_epoch, None)
+        bar = tqdm(batches, total=steps_per_epoch, initial=state.step_in_epoch, disable=not show,
+                   desc=f"Epoch {epoch + 1}/{num_epochs}", unit="step", leave=False)
+        for input_batch, target_batch in bar:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+
+            state.global_step += 1
+            state.step_in_epoch += 1
+            state.tokens_seen += input_batch.numel()
+            state.step_losses.append(loss.item())
+            if tb_writer is not None and is_main_process:
+                tb_writer.add_scalar("loss/train_step", state.step_losses[-1], state.global_step)
+
+            step = state.global_step - 1  # 0-based, as the book prints it
+            if step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                state.train_losses.append(train_loss)
+                state.val_losses.append(val_loss)
+                state.track_tokens_seen.append(state.tokens_seen)
+                state.eval_steps.append(step)
+                if is_main_process:
+                    tqdm.write(f"Ep {epoch + 1} (Step {step:06d}): Train loss {train_loss:.3f}, "
+                               f"Val loss {val_loss:.3f}")
+                    if tb_writer is not None:
+                        tb_writer.add_scalar("loss/train", train_loss, state.global_step)
+                        tb_writer.add_scalar("loss/val", val_loss, state.global_step)
+            if reached_max_steps():
+                break
+        bar.close()
+
+        if state.step_in_epoch >= steps_per_epoch:  # the epoch is complete
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+        if is_main_process:
+            if start_context is not None and tokenizer is not None:
+                generate_and_print_sample(unwrap_model(model), tokenizer, device, start_context)
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, optimizer, state, checkpoint_extra)
+    return state
