@@ -54,6 +54,13 @@ def check_sampling_args(temperature: float, top_k: int | None, vocab_size: int |
             raise ValueError(f"top_k={top_k} is larger than the vocabulary ({vocab_size} tokens).")
 
 
+def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Softmax of `logits / temperature`: T > 1 flattens the distribution, T < 1 sharpens it."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for scaling (use argmax for T = 0), got {temperature}.")
+    return torch.softmax(logits / temperature, dim=-1)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -82,7 +89,7 @@ def generate(
             min_val = top_logits[:, -1:]  # the k-th largest logit of each row: (b, 1)
             logits = logits.masked_fill(logits < min_val, -torch.inf)
         if temperature > 0.0:
-            probs = torch.softmax(logits / temperature, dim=-1)
+            probs = softmax_with_temperature(logits, temperature)  # (b, vocab_size)
             idx_next = torch.multinomial(probs, num_samples=1)  # (b, 1)
         else:
             idx_next = torch.argmax(logits, dim=-1, keepdim=True)
