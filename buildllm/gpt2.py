@@ -132,3 +132,330 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
             f"Build GPTModel with the checkpoint's configuration."
         )
     return gpt
+
+
+# ---------------------------------------------------------------------------
+# Getting the weights: OpenAI's TensorFlow checkpoint or Hugging Face safetensors
+# ---------------------------------------------------------------------------
+#
+# Both sources hold the same numbers under different names. We turn either one
+# into the Hugging Face-format state dict above, so one `load_weights_into_gpt`
+# serves both. Files live in one folder per size, named as OpenAI names them:
+#
+#     gpt2/124M/checkpoint, hparams.json, model.ckpt.*, encoder.json, vocab.bpe   (OpenAI)
+#     gpt2/124M/model.safetensors                                                   (Hugging Face)
+
+import json  # noqa: E402  (kept next to the code that uses it)
+import re  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .download import ChecksumError, DownloadError, download_file, verify_file  # noqa: E402
+from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, get_gpt2_config  # noqa: E402
+
+SOURCES = ("auto", "openai", "huggingface")
+
+OPENAI_FILES = (
+    "checkpoint",
+    "encoder.json",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+    "vocab.bpe",
+)
+# Primary URL, then the backup mirror the book uses.
+OPENAI_URLS = (
+    "https://openaipublic.blob.core.windows.net/gpt-2/models/{size}/{file}",
+    "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2/{size}/{file}",
+)
+# Known file sizes in bytes, used to detect truncated downloads. Only the sizes we
+# know for sure are listed; other files are checked when they are read.
+OPENAI_FILE_SIZES = {
+    "124M": {
+        "checkpoint": 77,
+        "hparams.json": 90,
+        "model.ckpt.data-00000-of-00001": 497759232,
+        "model.ckpt.index": 5215,
+        "model.ckpt.meta": 471155,
+    },
+}
+
+HF_FILE = "model.safetensors"
+HF_URLS = ("https://huggingface.co/openai-community/{repo}/resolve/main/model.safetensors",)
+HF_REPOS = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large", "gpt2-xl": "gpt2-xl"}
+# (size, SHA-256) of the published files we know; others are checked when read.
+HF_FILE_CHECKS = {
+    "gpt2-small": (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
+}
+
+DOWNLOAD_RETRIES = 3
+_FOLDER_NAMES = {name: folder for folder, name in GPT2_SIZE_ALIASES.items()}  # "gpt2-small" -> "124M"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """GPT-2 weights are neither on disk nor downloadable; the message says which files to put where."""
+
+
+def resolve_model_size(model_size: str) -> tuple[str, str]:
+    """Return (name, folder) for a GPT-2 size given as "gpt2-small".."gpt2-xl" or "124M".."1558M"."""
+    name = GPT2_SIZE_ALIASES.get(model_size, model_size)
+    if name not in GPT2_SIZES:
+        valid = ", ".join(f"{n} ({f})" for n, f in _FOLDER_NAMES.items())
+        raise ValueError(f"Unknown GPT-2 model size {model_size!r}. Valid sizes: {valid}.")
+    return name, _FOLDER_NAMES[name]
+
+
+def _file_urls(source: str, name: str, folder: str, file: str) -> list[str]:
+    """The URLs (primary first) of one weights file."""
+    if source == "openai":
+        return [template.format(size=folder, file=file) for template in OPENAI_URLS]
+    return [template.format(repo=HF_REPOS[name]) for template in HF_URLS]
+
+
+def _expected(source: str, name: str, folder: str, file: str) -> tuple[int | None, str | None]:
+    """(size, sha256) we expect for one weights file, None where unknown."""
+    if source == "openai":
+        return OPENAI_FILE_SIZES.get(folder, {}).get(file), None
+    return HF_FILE_CHECKS.get(name, (None, None))
+
+
+def _is_valid(path: Path, size: int | None, sha256: str | None) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        verify_file(path, sha256, size)
+        return True
+    except ChecksumError:
+        return False
+
+
+def _reachable(urls: list[str], timeout: float = 10.0) -> bool:
+    """True if any server in `urls` answers at all (even with an HTTP error): then downloading is worth trying."""
+    for url in urls:
+        try:
+            request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "buildllm"})
+            with urllib.request.urlopen(request, timeout=timeout):
+                return True
+        except urllib.error.HTTPError:
+            return True  # the server answered; download_file reports the details
+        except (urllib.error.URLError, OSError, TimeoutError):
+            continue
+    return False
+
+
+def _unavailable_message(source: str, name: str, folder_path: Path, missing: list[str], reason: str) -> str:
+    """Say which files are missing, where we looked, where to get them and where to put them."""
+    folder = folder_path.name
+    where = folder_path.resolve()
+    lines = [
+        f"GPT-2 weights {name} ({folder}) from {'OpenAI' if source == 'openai' else 'Hugging Face'} "
+        f"are not available: {reason}",
+        f"Looked in: {where}",
+        f"Missing: {', '.join(missing)}",
+        "To fix, on a machine with internet access run",
+        f"    python ch05/gpt_download.py --model-size {name} --source {source} --models-dir <folder>",
+        f"and copy the folder <folder>/{folder} to {where}; or download these files by hand into {where}:",
+    ]
+    lines += [f"    {_file_urls(source, name, folder, f)[0]}" for f in missing]
+    backups = _file_urls(source, name, folder, missing[0])[1:]
+    if backups:
+        lines.append(f"(backup mirror: {backups[0].rsplit('/', 1)[0]}/<file>)")
+    return "\n".join(lines)
+
+
+def download_gpt2_files(
+    model_size: str, models_dir: str | Path = "gpt2", source: str = "openai", retries: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Make sure the weight files of one GPT-2 size lie verified in `models_dir`/<size>; return that folder.
+
+    Files already there (and of the right size where we know it) are used as they
+    are, without any network access. Missing ones are downloaded atomically.
+    """
+    if source not in ("openai", "huggingface"):
+        raise ValueError(f"Unknown source {source!r}; choose 'openai' or 'huggingface'.")
+    name, folder = resolve_model_size(model_size)
+    folder_path = Path(models_dir) / folder
+    files = OPENAI_FILES if source == "openai" else (HF_FILE,)
+    missing = [f for f in files if not _is_valid(folder_path / f, *_expected(source, name, folder, f))]
+    if not missing:
+        return folder_path
+    if not _reachable(_file_urls(source, name, folder, missing[0])):
+        raise WeightsUnavailableError(
+            _unavailable_message(source, name, folder_path, missing, "no network connection to the download server.")
+        )
+    for i, file in enumerate(missing):
+        size, sha256 = _expected(source, name, folder, file)
+        try:
+            download_file(
+                _file_urls(source, name, folder, file), folder_path / file, size=size, sha256=sha256,
+                retries=DOWNLOAD_RETRIES if retries is None else retries, progress=progress,
+            )
+        except (DownloadError, ChecksumError) as exc:
+            raise WeightsUnavailableError(
+                _unavailable_message(source, name, folder_path, missing[i:], f"the download failed.\n{exc}")
+            ) from None
+    return folder_path
+
+
+# --- OpenAI's TensorFlow checkpoint -----------------------------------------
+
+def _import_tensorflow():
+    """Import TensorFlow only when an OpenAI checkpoint is read (it is slow to import and optional)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImportError(
+            "Reading OpenAI's original GPT-2 checkpoint needs TensorFlow: pip install tensorflow. "
+            "Or use the Hugging Face weights (source='huggingface' / --source huggingface), which need no TensorFlow."
+        ) from None
+    return tf
+
+
+def openai_to_hf_name(tf_name: str) -> str:
+    """Map an OpenAI variable name ("model/h3/attn/c_attn/w") to its Hugging Face key ("h.3.attn.c_attn.weight")."""
+    parts = tf_name.split("/")  # e.g. ["model", "h3", "attn", "c_attn", "w"]
+    if parts[0] != "model" or len(parts) < 2:
+        raise ValueError(f"Unexpected variable {tf_name!r} in the OpenAI checkpoint: not a GPT-2 weight.")
+    if parts[1:] in (["wte"], ["wpe"]):
+        return parts[1] + ".weight"  # the two embedding matrices
+    *path, kind = parts[1:]  # kind: g (LayerNorm gain), b (bias) or w (weight)
+    if not path or kind not in ("g", "b", "w"):
+        raise ValueError(f"Unexpected variable {tf_name!r} in the OpenAI checkpoint: not a GPT-2 weight.")
+    if re.fullmatch(r"h\d+", path[0]):
+        path[0] = "h." + path[0][1:]  # block "h3" -> "h.3"
+    return ".".join(path) + (".bias" if kind == "b" else ".weight")
+
+
+def load_openai_checkpoint(model_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """Read an OpenAI GPT-2 folder (hparams.json + model.ckpt.*) into (settings, Hugging Face-format state dict)."""
+    model_dir = Path(model_dir)
+    tf = _import_tensorflow()
+    settings = json.loads((model_dir / "hparams.json").read_text(encoding="utf-8"))
+    try:
+        reader = tf.train.load_checkpoint(str(model_dir / "model.ckpt"))
+        state_dict = {}
+        for tf_name in sorted(reader.get_variable_to_shape_map()):
+            if not tf_name.startswith("model/"):
+                continue  # bookkeeping variables, not weights
+            array = reader.get_tensor(tf_name)
+            if array.ndim == 3 and array.shape[0] == 1:
+                array = array[0]  # conv weights are (1, in, out): drop the leading 1 -> Conv1D layout (in, out)
+            state_dict[openai_to_hf_name(tf_name)] = torch.from_numpy(array.copy())
+    except (tf.errors.OpError, ValueError) as exc:
+        raise WeightsUnavailableError(
+            f"Could not read the OpenAI checkpoint in {model_dir.resolve()}: {exc}\n"
+            f"A file is probably truncated or corrupt. Delete the folder and download it again "
+            f"(python ch05/gpt_download.py)."
+        ) from None
+    return settings, state_dict
+
+
+def download_and_load_gpt2(model_size: str, models_dir: str | Path = "gpt2") -> tuple[dict, dict[str, Tensor]]:
+    """Download (if needed) and read OpenAI's GPT-2 checkpoint; return (hparams settings, HF-format state dict)."""
+    folder_path = download_gpt2_files(model_size, models_dir, source="openai")
+    return load_openai_checkpoint(folder_path)
+
+
+# --- Hugging Face safetensors -----------------------------------------------
+
+def settings_from_state_dict(state_dict: Mapping[str, Tensor], n_head: int) -> dict:
+    """Describe a GPT-2 state dict in hparams.json's words (the head count is not visible in the weights)."""
+    weights = _strip_prefix(state_dict)
+    n_layer = sum(1 for key in weights if re.fullmatch(r"h\.\d+\.ln_1\.weight", key))
+    vocab, emb = weights["wte.weight"].shape
+    return {"n_vocab": vocab, "n_ctx": weights["wpe.weight"].shape[0], "n_embd": emb, "n_head": n_head,
+            "n_layer": n_layer}
+
+
+def load_safetensors_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """Read a GPT-2 model.safetensors; a truncated or corrupt file is deleted and reported, never loaded."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        path.unlink(missing_ok=True)
+        raise WeightsUnavailableError(
+            f"{path.resolve()} is truncated or corrupt ({exc}); it was deleted. Download it again "
+            f"(python ch05/gpt_download.py --source huggingface)."
+        ) from None
+
+
+def download_and_load_gpt2_safetensors(
+    model_size: str, models_dir: str | Path = "gpt2"
+) -> tuple[dict, dict[str, Tensor]]:
+    """Download (if needed) and read Hugging Face's GPT-2 safetensors; return (settings, state dict). No TensorFlow."""
+    name, _ = resolve_model_size(model_size)
+    folder_path = download_gpt2_files(model_size, models_dir, source="huggingface")
+    state_dict = load_safetensors_checkpoint(folder_path / HF_FILE)
+    return settings_from_state_dict(state_dict, GPT2_SIZES[name]["n_heads"]), state_dict
+
+
+# --- One call for the chapters ------------------------------------------------
+
+def _has_local_files(source: str, model_size: str, models_dir: str | Path) -> bool:
+    name, folder = resolve_model_size(model_size)
+    files = OPENAI_FILES if source == "openai" else (HF_FILE,)
+    return all(_is_valid(Path(models_dir) / folder / f, *_expected(source, name, folder, f)) for f in files)
+
+
+def load_pretrained_gpt(
+    model_size: str = "gpt2-small",
+    models_dir: str | Path = "gpt2",
+    source: str = "auto",
+    device: str | torch.device = "cpu",
+    **config_overrides,
+) -> GPTModel:
+    """Return a GPTModel with OpenAI's GPT-2 weights, in eval mode (qkv_bias=True, context 1024 unless overridden).
+
+    ``source="auto"`` uses files already in `models_dir` first (either format), then
+    tries to download the Hugging Face safetensors (no TensorFlow needed), then
+    OpenAI's checkpoint. Raises `WeightsUnavailableError` when nothing works.
+    `config_overrides` change the config, e.g. ``drop_rate=0.0`` or a shorter
+    ``context_length`` (the position embeddings are then cut to that length).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(SOURCES)}.")
+    name, _ = resolve_model_size(model_size)
+    cfg = get_gpt2_config(name, **{"context_length": 1024, "qkv_bias": True, **config_overrides})
+
+    if source == "auto":
+        order = ["huggingface", "openai"]
+        if _has_local_files("openai", name, models_dir) and not _has_local_files("huggingface", name, models_dir):
+            order.reverse()
+    else:
+        order = [source]
+    loaders = {"openai": download_and_load_gpt2, "huggingface": download_and_load_gpt2_safetensors}
+    problems = []
+    for src in order:
+        try:
+            settings, state_dict = loaders[src](name, models_dir)
+            break
+        except (WeightsUnavailableError, ImportError) as exc:
+            if source != "auto":
+                raise
+            problems.append(str(exc))
+    else:
+        raise WeightsUnavailableError(
+            f"No GPT-2 {name} weights could be found or downloaded (tried {' and '.join(order)}).\n\n"
+            + "\n\n".join(problems)
+        )
+
+    # OpenAI's hparams.json states the head count, which the weights' shapes cannot show.
+    if src == "openai" and settings["n_head"] != cfg["n_heads"]:
+        raise ValueError(
+            f"The checkpoint has n_head={settings['n_head']} but the config has n_heads={cfg['n_heads']}; "
+            f"build the model with the checkpoint's configuration."
+        )
+    weights = _strip_prefix(state_dict)
+    if cfg["context_length"] < weights["wpe.weight"].shape[0]:
+        # A shorter context only needs the first position embeddings.
+        weights["wpe.weight"] = weights["wpe.weight"][: cfg["context_length"]]
+    model = GPTModel(cfg)
+    load_weights_into_gpt(model, weights)
+    return model.to(device).eval()
