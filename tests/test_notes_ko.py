@@ -7,9 +7,9 @@ Conventions the checker enforces (see also notes-ko/README.md, "노트와 코드
   repository is relative to the note and its file part must exist. ``http(s)://``,
   ``mailto:`` links and pure ``#anchor`` links are not checked.
 - Notebooks: every ``*.ipynb`` a note mentions (in a link, in backticks or in plain text)
-  exists; a mention with a folder (``ch03/ch03.ipynb``) is taken from the repository root
-  or from the note's folder, one without a folder (``exercise-solutions.ipynb``) from the
-  note's chapter folder (``ch03.md`` -> ``ch03/``).
+  exists; a mention with a folder (``ch03/ch03.ipynb``, or ``../ch03/ch03.ipynb`` in a link,
+  leading ``../`` dropped) is taken from the repository root, one without a folder
+  (``exercise-solutions.ipynb``) from the note's chapter folder (``ch03.md`` -> ``ch03/``).
 - Qualified code references: every ``buildllm.module.Name[.attr]`` inside backticks
   (anywhere in the span, e.g. ```python -m buildllm.notebooks```) imports the module and
   resolves the attributes. In fenced code blocks, ``from buildllm.x import a, b`` and
@@ -255,9 +255,11 @@ def test_mentioned_notebooks_exist(name):
     chapter_dir = REPO / Path(name).stem if name in CHAPTER_NOTES else None
     problems = []
     for n, text in prose(name):
-        for mention in NOTEBOOK.findall(text):
+        # '[ch03/ch03.ipynb](../ch03/ch03.ipynb)' is one mention: drop leading './' and '../'.
+        mentions = dict.fromkeys(re.sub(r"^(\.\.?/)+", "", m) for m in NOTEBOOK.findall(text))
+        for mention in mentions:
             if "/" in mention:
-                candidates = [REPO / mention.lstrip("./"), NOTES / mention]
+                candidates = [REPO / mention]
             else:
                 candidates = [chapter_dir / mention] if chapter_dir else []
             if not any(c.exists() for c in candidates):
