@@ -13,9 +13,10 @@ Two ways to start the processes:
   starts the workers and sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
   MASTER_PORT; each worker calls :func:`setup_from_env`.
 
-Typical use under torchrun::
+Typical use under torchrun (a script that also runs as a single process checks
+``is_torchrun_launch()`` first)::
 
-    info = setup_from_env()                       # rank, local_rank, world_size, device
+    info = setup_from_env()                       # DistInfo: rank, local_rank, world_size, device
     loader = make_distributed_loader(dataset, batch_size=8, shuffle=True, seed=123, drop_last=True)
     model = DDP(model.to(info.device), device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     for epoch in range(num_epochs):
@@ -23,6 +24,10 @@ Typical use under torchrun::
         ...
         print0(f"epoch {epoch}: loss {all_reduce_mean(loss.item()):.3f}")
     cleanup()
+
+``make_distributed_loader``, ``all_reduce_mean``, ``print0`` and ``is_main_process``
+also work without a process group (one process, rank 0), so the same training
+code runs with and without torchrun.
 
 Backends: NCCL on CUDA GPUs (Linux), Gloo otherwise (CPU, and Windows, where
 NCCL does not exist). On Windows with PyTorch 2.4 and later versions built
@@ -141,6 +146,11 @@ def ddp_setup(rank: int, world_size: int, master_addr: str = "localhost",
         torch.cuda.set_device(run_device)
     dist.init_process_group(backend=get_backend(run_device), rank=rank, world_size=world_size)
     return DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=run_device)
+
+
+def is_torchrun_launch() -> bool:
+    """True when torchrun's variables are present, i.e. the script should call setup_from_env()."""
+    return any(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
 
 
 def read_torchrun_env(script: str = "your_script.py") -> tuple[int, int, int]:

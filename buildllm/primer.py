@@ -121,7 +121,8 @@ def train_toy_ddp(info: DistInfo, num_epochs: int = 3, seed: int = 123, batch_si
         print0(f"epoch {epoch + 1:03d}/{num_epochs:03d} | mean train loss over {info.world_size} "
                f"process(es): {mean_loss:.4f}", flush=True)
 
-    # All copies hold identical weights, so each rank can evaluate the (tiny) full sets itself.
-    train_acc = compute_accuracy(model, DataLoader(train_ds, batch_size=batch_size), info.device)
-    test_acc = compute_accuracy(model, DataLoader(test_ds, batch_size=batch_size), info.device)
+    # All copies hold identical weights, so each rank can evaluate the (tiny) full sets itself. We use the
+    # unwrapped model (model.module): its forward pass involves no communication between the ranks.
+    train_acc = compute_accuracy(model.module, DataLoader(train_ds, batch_size=batch_size), info.device)
+    test_acc = compute_accuracy(model.module, DataLoader(test_ds, batch_size=batch_size), info.device)
     return train_acc, test_acc

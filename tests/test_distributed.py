@@ -116,7 +116,13 @@ def _set_env(monkeypatch, env: dict) -> None:
 
 def test_read_torchrun_env_ok(monkeypatch):
     _set_env(monkeypatch, {**GOOD_ENV, "LOCAL_WORLD_SIZE": "2"})
+    assert D.is_torchrun_launch()
     assert D.read_torchrun_env() == (1, 1, 2)
+
+
+def test_not_a_torchrun_launch(monkeypatch):
+    _set_env(monkeypatch, {})
+    assert not D.is_torchrun_launch()
 
 
 @pytest.mark.parametrize("env, phrase", [
