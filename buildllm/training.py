@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from .data import GPTDatasetV1
 from .generation import generate_text_simple, text_to_token_ids, token_ids_to_text
@@ -107,6 +107,13 @@ def train_model_simple(
     return train_losses, val_losses, track_tokens_seen
 
 
+def _default_file_mode() -> int:
+    """The mode a newly created file gets (0o666 less the umask); mkstemp's own 0o600 would hide it from others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_torch_save(obj, path) -> None:
     """`torch.save` to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
     path = Path(path)
@@ -115,6 +122,7 @@ def atomic_torch_save(obj, path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -337,6 +345,7 @@ def atomic_write_json(obj, path) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2)
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 
 import pytest
@@ -285,3 +286,15 @@ def test_atomic_write_json(tmp_path):
     atomic_write_json({"loss": 1.5, "steps": [1, 2]}, tmp_path / "sub" / "metrics.json")
     assert json.loads((tmp_path / "sub" / "metrics.json").read_text()) == {"loss": 1.5, "steps": [1, 2]}
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["metrics.json"]
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0o600); the final files get the mode a plain open() would give."""
+    umask = os.umask(0o022)
+    try:
+        atomic_write_json({}, tmp_path / "metrics.json")
+        save_model(GPTModel(TINY_CFG), tmp_path / "model.pth")
+    finally:
+        os.umask(umask)
+    for name in ("metrics.json", "model.pth"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
