@@ -253,7 +253,8 @@ def _unavailable_message(source: str, name: str, folder_path: Path, missing: lis
         f"GPT-2 weights {name} ({folder}) from {'OpenAI' if source == 'openai' else 'Hugging Face'} "
         f"are not available: {reason}",
         f"Looked in: {where}",
-        f"Missing: {', '.join(missing)}",
+        "Missing: " + ", ".join(f + (" (present, but not the expected size)" if (folder_path / f).exists() else "")
+                                for f in missing),
         "To fix, on a machine with internet access run",
         f"    python ch05/gpt_download.py --model-size {name} --source {source} --models-dir <folder>",
         f"and copy the folder <folder>/{folder} to {where}; or download these files by hand into {where}:",

@@ -341,6 +341,15 @@ def test_server_down_says_what_is_missing_and_where_to_put_it(tmp_path, server_d
     assert "python ch05/gpt_download.py --model-size gpt2-small --source openai" in message
 
 
+def test_wrong_size_local_file_is_reported_when_offline(tmp_path, server_down, tiny_sizes, server_root):
+    import shutil
+
+    shutil.copytree(server_root / "models" / "124M", tmp_path / "124M")
+    (tmp_path / "124M" / "model.ckpt.index").write_bytes(b"\0" * 3)
+    with pytest.raises(WeightsUnavailableError, match=r"Missing: model.ckpt.index \(present, but not the expected size\)"):
+        download_and_load_gpt2("gpt2-small", tmp_path)
+
+
 def test_auto_without_files_or_network_explains_both_sources(tmp_path, server_down):
     with pytest.raises(WeightsUnavailableError) as info:
         load_pretrained_gpt("gpt2-medium", tmp_path)
