@@ -139,9 +139,18 @@ def random_split(df, train_frac: float = 0.7, validation_frac: float = 0.1, seed
     return train_df, validation_df, test_df
 
 
-def prepare_spam_splits(data_dir: str | os.PathLike | None = None, seed: int = 123):
-    """The book's pipeline in one call: load, balance, encode labels, split 70/10/20; returns 3 DataFrames."""
+def prepare_spam_splits(data_dir: str | os.PathLike | None = None, seed: int = 123, max_examples: int | None = None):
+    """The book's pipeline in one call: load, balance, encode labels, split 70/10/20; returns 3 DataFrames.
+
+    `max_examples` keeps only that many of the 1494 balanced messages (a seeded
+    sample, taken before splitting) for quick runs.
+    """
     balanced = encode_labels(create_balanced_dataset(load_sms_spam(data_dir), seed=seed))
+    if max_examples is not None:
+        if max_examples < 10:
+            raise ValueError(f"max_examples must be at least 10 so that every split gets a message, got {max_examples}.")
+        if max_examples < len(balanced):
+            balanced = balanced.sample(max_examples, random_state=seed).reset_index(drop=True)
     return random_split(balanced, 0.7, 0.1, seed=seed)
 
 
@@ -253,6 +262,68 @@ def set_trainable_layers(model: nn.Module, trainable: str = "last-block") -> int
     for param in model.out_head.parameters():
         param.requires_grad = True
     return count_trainable_parameters(model)
+
+
+def set_dropout(model: nn.Module, rate: float) -> None:
+    """Set the rate of every dropout layer of `model` (and its config) to `rate`."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+    model.cfg["drop_rate"] = rate
+
+
+def _load_one_base_model(weights: str, model_size: str, models_dir, device, drop_rate: float, config_overrides: dict):
+    from . import gpt2
+    from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config
+    from .training import load_model
+
+    if weights in GPT2_SIZES or weights in GPT2_SIZE_ALIASES:
+        model = gpt2.load_pretrained_gpt(model_size=weights, models_dir=models_dir, device=device, drop_rate=drop_rate)
+        return model, f"OpenAI's {weights} weights"
+    if weights == "random":
+        # The book's fine-tuning config: GPT-2's context length, query/key/value bias, no dropout.
+        cfg = get_gpt2_config(model_size, qkv_bias=True, drop_rate=drop_rate, **config_overrides)
+        described = ", ".join(f"{k}={v}" for k, v in config_overrides.items())
+        return GPTModel(cfg).to(device), f"random initialization ({model_size}{', ' + described if described else ''})"
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file at {path}. Write one with ch05/gpt_train.py (it saves model.pth), or use "
+            f"'random' or a GPT-2 size ({', '.join(GPT2_SIZES)})."
+        )
+    model = load_model(path, device=device)
+    set_dropout(model, drop_rate)
+    return model, f"the model in {path}"
+
+
+def load_base_model(
+    weights: str = "gpt2-small",
+    fallbacks: tuple[str, ...] = (),
+    model_size: str = "gpt2-small",
+    models_dir: str | os.PathLike = "gpt2",
+    device: str | torch.device = "cpu",
+    drop_rate: float = 0.0,
+    **config_overrides,
+) -> tuple[nn.Module, str]:
+    """Return (a GPT language model to fine-tune, a description of what was loaded).
+
+    `weights` is a GPT-2 size ("gpt2-small" ... "gpt2-xl": OpenAI's weights),
+    "random" (random init of `model_size`, changed by `config_overrides` such as
+    ``emb_dim=64``), or the path of a file written by `buildllm.training.save_model`.
+    When it cannot be loaded (GPT-2 weights not downloadable, missing file), the
+    reason is printed and each of `fallbacks` is tried in turn; with none left,
+    the error is raised (`buildllm.gpt2.WeightsUnavailableError` or `FileNotFoundError`).
+    """
+    from .gpt2 import WeightsUnavailableError
+
+    candidates = [weights, *fallbacks]
+    for i, candidate in enumerate(candidates):
+        try:
+            return _load_one_base_model(candidate, model_size, models_dir, device, drop_rate, config_overrides)
+        except (WeightsUnavailableError, FileNotFoundError) as exc:
+            if i == len(candidates) - 1:
+                raise
+            print(f"[{candidate}] not available:\n{exc}\n-> falling back to {candidates[i + 1]!r}\n")
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -371,7 +442,8 @@ def train_classifier_simple(
         )
     if len(train_loader) == 0:
         raise ValueError("The training loader has no batches: use more examples or a smaller batch size.")
-    from tqdm.auto import tqdm
+    if progress:
+        from tqdm import tqdm  # imported only when asked: notebooks print evaluation lines instead
 
     write = tqdm.write if progress else print
     train_losses, val_losses, train_accs, val_accs = [], [], [], []

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn as nn
 
 from buildllm.classification import (
     TRAINABLE_CHOICES,
@@ -35,21 +34,19 @@ from buildllm.classification import (
     calc_accuracy_loader,
     calc_loss_loader,
     classify_review,
-    create_balanced_dataset,
     create_spam_dataloaders,
-    encode_labels,
+    load_base_model,
     load_classifier,
-    load_sms_spam,
-    random_split,
+    prepare_spam_splits,
     set_trainable_layers,
     train_classifier_simple,
 )
 from buildllm.datasets import DatasetError
 from buildllm.device import DEVICE_CHOICES, get_device, set_seed
-from buildllm.lora import count_trainable_parameters, freeze_and_add_lora, merge_lora
-from buildllm.model import GPT2_SIZES, GPTModel, count_parameters, get_gpt2_config
+from buildllm.lora import freeze_and_add_lora, merge_lora
+from buildllm.model import GPT2_SIZES, GPTModel, count_parameters
 from buildllm.plotting import plot_values
-from buildllm.training import load_model, save_model
+from buildllm.training import save_model
 from buildllm.tokenizer import get_gpt2_tokenizer
 
 
@@ -101,50 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def set_dropout(model: nn.Module, rate: float) -> None:
-    """Set the rate of every dropout layer (checkpoints may have been trained with dropout)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = rate
-    model.cfg["drop_rate"] = rate
+def load_start_model(args, device: torch.device) -> tuple[GPTModel, str]:
+    """Return the language model to start from, as --weights says, and what it is."""
+    from buildllm.gpt2 import WeightsUnavailableError
 
-
-def load_base_model(args, device: torch.device) -> GPTModel:
-    """Return the language model to start from, as --weights says."""
-    if args.weights in GPT2_SIZES:
-        try:
-            from buildllm.gpt2 import WeightsUnavailableError, load_pretrained_gpt
-        except ImportError:
-            raise UserError(
-                "This version of buildllm cannot load OpenAI's GPT-2 weights (buildllm.gpt2.load_pretrained_gpt "
-                "is missing). Use --weights random, or --weights PATH with a model.pth from ch05/gpt_train.py."
-            ) from None
-        try:
-            return load_pretrained_gpt(model_size=args.weights, models_dir=args.models_dir, device=str(device),
-                                       drop_rate=args.drop_rate)
-        except (WeightsUnavailableError, OSError) as exc:
-            raise UserError(
-                f"Could not load the {args.weights} weights: {exc}\n"
-                f"Without them, use --weights random (random init: accuracy only what training from scratch "
-                f"reaches), or --weights PATH with a model.pth written by ch05/gpt_train.py."
-            ) from None
-    if args.weights == "random":
-        overrides = {k: v for k, v in
-                     {"emb_dim": args.emb_dim, "n_layers": args.n_layers, "n_heads": args.n_heads}.items()
-                     if v is not None}
-        try:
-            # The book's fine-tuning config: GPT-2's context length, query/key/value bias, no dropout.
-            cfg = get_gpt2_config(args.model_size, qkv_bias=True, drop_rate=args.drop_rate, **overrides)
-            return GPTModel(cfg).to(device)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    path = Path(args.weights)
+    overrides = {k: v for k, v in {"emb_dim": args.emb_dim, "n_layers": args.n_layers, "n_heads": args.n_heads}.items()
+                 if v is not None}
     try:
-        model = load_model(path, device=device)
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(f"Could not load {path} as a GPT language model: {exc}") from None
-    set_dropout(model, args.drop_rate)
-    return model
+        return load_base_model(args.weights, model_size=args.model_size, models_dir=args.models_dir,
+                               device=device, drop_rate=args.drop_rate, **overrides)
+    except WeightsUnavailableError as exc:
+        raise UserError(
+            f"Could not load the {args.weights} weights: {exc}\n"
+            f"Without them, use --weights random (random init: accuracy only what training from scratch "
+            f"reaches), or --weights PATH with a model.pth written by ch05/gpt_train.py."
+        ) from None
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise UserError(f"Could not load --weights {args.weights}: {exc}") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -172,13 +142,9 @@ def check_args(args) -> None:
 def prepare_data(args, tokenizer):
     """Return (train, val, test) loaders of the balanced, split SMS data."""
     try:
-        messages = load_sms_spam(args.data_dir)
+        train_df, val_df, test_df = prepare_spam_splits(args.data_dir, seed=args.seed, max_examples=args.max_examples)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
-    balanced = encode_labels(create_balanced_dataset(messages, seed=args.seed))
-    if args.max_examples is not None and args.max_examples < len(balanced):
-        balanced = balanced.sample(args.max_examples, random_state=args.seed).reset_index(drop=True)
-    train_df, val_df, test_df = random_split(balanced, 0.7, 0.1, seed=args.seed)
     try:
         return create_spam_dataloaders(train_df, val_df, test_df, tokenizer, batch_size=args.batch_size,
                                        max_length=args.max_length, seed=args.seed)
@@ -208,7 +174,7 @@ def train(args) -> int:
           f"{len(test_loader.dataset)} test messages, padded to {max_length} tokens")
 
     set_seed(args.seed)
-    model = load_base_model(args, device)
+    model, described = load_start_model(args, device)
     context_length = model.cfg["context_length"]
     if max_length > context_length:
         raise UserError(
@@ -226,7 +192,7 @@ def train(args) -> int:
         how = f"trainable: {args.trainable}"
     model.to(device)
     total = count_parameters(model)
-    print(f"Model: {args.weights}, {total:,} parameters, {trainable:,} trainable ({how}), device {device}")
+    print(f"Model: {described}, {total:,} parameters, {trainable:,} trainable ({how}), device {device}")
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr, weight_decay=args.weight_decay)

@@ -75,12 +75,13 @@ def test_lora_from_a_saved_language_model(tmp_path):
 
 
 def test_gpt2_weights_offline_says_what_to_do(tmp_path):
+    """No GPT-2 files and no network (a dead proxy stands in for it): a message, not a traceback."""
+    dead_proxy = {var: "http://127.0.0.1:9" for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")}
     proc = run_script([SCRIPT, "--weights", "gpt2-small", "--models-dir", str(tmp_path / "gpt2"), *TINY_ARGS,
-                       "--output-dir", str(tmp_path / "out")], check=False)
-    if proc.returncode == 0:
-        pytest.skip("GPT-2 weights are available on this machine")
-    assert proc.returncode != 0
-    assert "--weights random" in proc.stderr
+                       "--output-dir", str(tmp_path / "out")], check=False,
+                      env={**dead_proxy, "no_proxy": "", "NO_PROXY": ""})
+    assert proc.returncode == 2
+    assert "--weights random" in proc.stderr and "gpt2-small" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

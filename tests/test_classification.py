@@ -23,6 +23,7 @@ from buildllm.classification import (
     create_balanced_dataset,
     create_spam_dataloaders,
     encode_labels,
+    load_base_model,
     load_classifier,
     load_sms_spam,
     prepare_spam_splits,
@@ -132,6 +133,13 @@ def test_split_sizes_and_labels(splits):
     assert train_df["Text"].iloc[0] == "Dude how do you like the buff wind."
     all_texts = pd.concat([train_df, val_df, test_df])["Text"]
     assert len(all_texts) == 1494
+
+
+def test_prepare_spam_splits_subset(data_dir):
+    train_df, val_df, test_df = prepare_spam_splits(max_examples=40)
+    assert (len(train_df), len(val_df), len(test_df)) == (28, 4, 8)
+    with pytest.raises(ValueError, match="max_examples must be at least 10"):
+        prepare_spam_splits(max_examples=5)
 
 
 def test_random_split_rejects_bad_fractions(splits):
@@ -352,3 +360,44 @@ def test_save_and_load_classifier(tmp_path):
         load_classifier(tmp_path / "lm.pth")
     with pytest.raises(FileNotFoundError, match="Train one first"):
         load_classifier(tmp_path / "missing.pth")
+
+
+# --- Choosing the model to start from ----------------------------------------------------------
+
+
+def test_load_base_model_random_and_file(tmp_path):
+    torch.manual_seed(0)
+    model, described = load_base_model("random", emb_dim=16, n_layers=1, n_heads=2)
+    assert described == "random initialization (gpt2-small, emb_dim=16, n_layers=1, n_heads=2)"
+    assert model.cfg["qkv_bias"] is True and model.cfg["drop_rate"] == 0.0
+    assert model.cfg["context_length"] == 1024 and len(model.trf_blocks) == 1
+
+    save_model(GPTModel({**TINY, "drop_rate": 0.1}), tmp_path / "model.pth")
+    loaded, described = load_base_model(str(tmp_path / "model.pth"))
+    assert described == f"the model in {tmp_path / 'model.pth'}"
+    assert loaded.cfg["drop_rate"] == 0.0 and loaded.trf_blocks[0].drop_shortcut.p == 0.0
+
+
+def test_load_base_model_falls_back(tmp_path, capsys):
+    missing = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="Write one with ch05/gpt_train.py"):
+        load_base_model(missing)
+    model, described = load_base_model(missing, fallbacks=("random",), emb_dim=16, n_layers=1, n_heads=2)
+    assert described.startswith("random initialization")
+    assert "-> falling back to 'random'" in capsys.readouterr().out
+
+
+def test_load_base_model_without_gpt2_weights(tmp_path, capsys, monkeypatch):
+    """No GPT-2 files and no way to download them (a dead proxy stands in for no network)."""
+    from buildllm.gpt2 import WeightsUnavailableError
+
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    _, described = load_base_model("gpt2-small", fallbacks=("random",), models_dir=tmp_path,
+                                   emb_dim=16, n_layers=1, n_heads=2)
+    assert described.startswith("random initialization")
+    assert "[gpt2-small] not available" in capsys.readouterr().out
+    with pytest.raises(WeightsUnavailableError, match="gpt2-small"):
+        load_base_model("gpt2-small", models_dir=tmp_path)
