@@ -18,10 +18,7 @@ loss-plot.png/.pdf, accuracy-plot.png/.pdf and results.json (final accuracies).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +43,7 @@ from buildllm.device import DEVICE_CHOICES, get_device, set_seed
 from buildllm.lora import freeze_and_add_lora, merge_lora
 from buildllm.model import GPT2_SIZES, GPTModel, count_parameters
 from buildllm.plotting import plot_values
-from buildllm.training import save_model
+from buildllm.training import atomic_write_json, save_model
 from buildllm.tokenizer import get_gpt2_tokenizer
 
 
@@ -71,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which layers to fine-tune (ignored with --lora-rank)")
     parser.add_argument("--lora-rank", type=int, default=None,
                         help="fine-tune with LoRA of this rank instead of unfreezing layers (appendix E; book: 16)")
-    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha; the update is scaled by alpha/rank")
+    parser.add_argument("--lora-alpha", type=float, default=16.0,
+                        help="LoRA alpha; the update is scaled by alpha/rank (the book's code scales by alpha alone: "
+                             "its rank 16, alpha 16 update is as large as --lora-alpha 256 here)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
@@ -152,18 +151,6 @@ def prepare_data(args, tokenizer):
         raise UserError(str(exc)) from None
 
 
-def write_json(obj, path: Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def train(args) -> int:
     check_args(args)
     device = pick_device(args.device)
@@ -209,7 +196,8 @@ def train(args) -> int:
 
     accuracies = {name: calc_accuracy_loader(loader, model, device)
                   for name, loader in [("train", train_loader), ("validation", val_loader), ("test", test_loader)]}
-    test_loss = calc_loss_loader(test_loader, model, device)
+    with torch.no_grad():
+        test_loss = calc_loss_loader(test_loader, model, device)
     for name, acc in accuracies.items():
         print(f"{name.capitalize()} accuracy: {acc * 100:.2f}%")
 
@@ -224,7 +212,7 @@ def train(args) -> int:
     examples_axis = torch.linspace(0, examples_seen, len(train_accs))
     fig = plot_values(epochs_seen, examples_axis, train_accs, val_accs, "accuracy", out / "accuracy-plot")
     plt.close(fig)
-    write_json({
+    atomic_write_json({
         "train_accuracy": accuracies["train"],
         "val_accuracy": accuracies["validation"],
         "test_accuracy": accuracies["test"],
