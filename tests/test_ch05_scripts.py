@@ -47,7 +47,7 @@ def test_train_defaults_are_the_books():
 def trained(tmp_path_factory):
     """A tiny run of 3 steps, started from another folder; then resumed to 5 steps."""
     cwd = tmp_path_factory.mktemp("elsewhere")
-    first = run_script([TRAIN, *TINY, "--max-steps", "3", "--output-dir", "run"], cwd=cwd)
+    first = run_script([TRAIN, *TINY, "--max-steps", "3", "--output-dir", "run", "--tensorboard", "tb"], cwd=cwd)
     metrics_first = json.loads((cwd / "run" / "metrics.json").read_text())
     resumed = run_script([TRAIN, *TINY, "--max-steps", "5", "--output-dir", "run",
                           "--resume", str(cwd / "run" / "checkpoint.pth")], cwd=cwd)
@@ -66,6 +66,7 @@ def test_train_writes_every_output(trained):
     for key in ("final_train_loss", "final_val_loss", "wall_time_s", "tokens_per_s"):
         assert metrics[key] > 0, key
     assert set(torch.load(cwd / "run" / "model.pth", weights_only=True)) == {"config", "model_state_dict"}
+    assert any(p.name.startswith("events.out.tfevents") for p in (cwd / "tb").iterdir())  # --tensorboard tb
 
 
 def test_resume_continues_like_an_uninterrupted_run(trained, tmp_path):
