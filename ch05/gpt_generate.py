@@ -61,11 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             model = load_model(args.checkpoint, device).eval()
         else:
             model = load_pretrained_gpt(args.weights, args.models_dir, args.source, device)
-    except WeightsUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (WeightsUnavailableError, FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # what is missing and how to get it; no traceback
         return 1
 
     vocab_size = model.cfg["vocab_size"]
