@@ -229,6 +229,8 @@ def custom_collate_fn(
     ``(token_ids, prompt_length)`` also get their prompt targets ignored.
     Sequences longer than `allowed_max_length` are cut to that length.
     """
+    if len(batch) == 0:
+        raise ValueError("custom_collate_fn got an empty batch; the dataset has no entries.")
     items = [item if _is_masked_item(item) else (item, 0) for item in batch]
     batch_max_length = max(len(ids) + 1 for ids, _ in items)
     inputs_lst, targets_lst = [], []
@@ -328,7 +330,7 @@ def generate_responses(
     progress: bool = True,
 ) -> list[dict]:
     """Return copies of `entries` with the model's greedy answer under `key` (tqdm progress bar)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     answered = []
     for entry in tqdm(entries, desc="Generating responses", disable=not progress):

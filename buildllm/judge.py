@@ -420,7 +420,7 @@ def score_entries(
     on_item: Callable[[ItemScore, dict], None] | None = None,
 ) -> ScoreReport:
     """Ask `judge` to grade each entry's `json_key` (up to 1 + `retries` tries each) and return a ScoreReport."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}.")

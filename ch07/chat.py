@@ -89,7 +89,8 @@ def run(args) -> int:
     tokenizer = get_gpt2_tokenizer()
     set_seed(args.seed)
     context = model.cfg["context_length"]
-    budget = max(1, context - args.max_new_tokens)  # room for the prompt, leaving space for the answer
+    # Room for the prompt: leave space for the answer, but keep at least half the context for the prompt.
+    budget = context - min(args.max_new_tokens, context // 2)
     interactive = sys.stdin.isatty()
     print(f"Chatting with {args.checkpoint} ({args.prompt_style} prompts, context {context} tokens). "
           f"Commands: {COMMANDS}.", flush=True)

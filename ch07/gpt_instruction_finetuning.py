@@ -233,7 +233,10 @@ def run(args) -> int:
 
     # 5. Responses for the test set, then metrics that need no judge.
     model.eval()
-    answered = generate_responses(model, tokenizer, test_data, args.prompt_style, args.max_new_tokens)
+    try:
+        answered = generate_responses(model, tokenizer, test_data, args.prompt_style, args.max_new_tokens)
+    except ValueError as exc:  # a test prompt longer than the model's context
+        raise UserError(f"{exc} The fine-tuned model was saved in {out}.") from None
     save_json(answered, out / "instruction-data-with-response.json")
     metrics = offline_metrics(answered)
     print(format_metrics(metrics))
