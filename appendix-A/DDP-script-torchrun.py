@@ -59,15 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except DistributedLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        print0(f"{info.world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
-               f"{info.device}", flush=True)
-        train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
-                                            batch_size=args.batch_size, lr=args.lr)
-        print0(f"Training accuracy: {train_acc:.2f}", flush=True)
-        print0(f"Test accuracy: {test_acc:.2f}", flush=True)
-    finally:
-        cleanup()
+    print0(f"{info.world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
+           f"{info.device}", flush=True)
+    train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
+                                        batch_size=args.batch_size, lr=args.lr)
+    print0(f"Training accuracy: {train_acc:.2f}", flush=True)
+    print0(f"Test accuracy: {test_acc:.2f}", flush=True)
+    cleanup()  # only after success: after an error, exit and let the launcher stop the other ranks
     return 0
 
 

@@ -42,15 +42,13 @@ def worker(rank: int, world_size: int, args: argparse.Namespace) -> None:
                      device=args.device)
     if info.device.type == "cpu":
         torch.set_num_threads(1)  # the processes share the CPU cores; one thread each avoids oversubscription
-    try:
-        print0(f"{world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
-               f"{info.device}", flush=True)
-        train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
-                                            batch_size=args.batch_size, lr=args.lr)
-        print0(f"Training accuracy: {train_acc:.2f}", flush=True)
-        print0(f"Test accuracy: {test_acc:.2f}", flush=True)
-    finally:
-        cleanup()
+    print0(f"{world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
+           f"{info.device}", flush=True)
+    train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
+                                        batch_size=args.batch_size, lr=args.lr)
+    print0(f"Training accuracy: {train_acc:.2f}", flush=True)
+    print0(f"Test accuracy: {test_acc:.2f}", flush=True)
+    cleanup()  # only after success: after an error, exit and let the launcher stop the other ranks
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,6 +131,18 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _import_dynamo_before_joining() -> None:
+    """Import torch._dynamo before the process group exists (works around a shutdown crash)."""
+    # DistributedDataParallel imports torch._dynamo when it is first created. If that first import happens
+    # after init_process_group, PyTorch (seen with 2.13 on CPU/Gloo) keeps references to the group that
+    # destroy_process_group() cannot drop; the group is then torn down while the interpreter exits, which
+    # now and then kills a finished process with "terminate called without an active exception".
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # builds or Python versions without torch.compile support: nothing to work around
+        pass
+
+
 def ddp_setup(rank: int, world_size: int, master_addr: str = "localhost",
               master_port: int = DEFAULT_MASTER_PORT, device: str = "auto") -> DistInfo:
     """Join the process group as process `rank` of `world_size` (for torch.multiprocessing.spawn workers)."""
@@ -144,6 +156,7 @@ def ddp_setup(rank: int, world_size: int, master_addr: str = "localhost",
     run_device = device_for_rank(rank, device)
     if run_device.type == "cuda":
         torch.cuda.set_device(run_device)
+    _import_dynamo_before_joining()
     dist.init_process_group(backend=get_backend(run_device), rank=rank, world_size=world_size)
     return DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=run_device)
 
@@ -192,6 +205,7 @@ def setup_from_env(device: str = "auto", script: str = "your_script.py") -> Dist
     run_device = device_for_rank(local_rank, device)
     if run_device.type == "cuda":
         torch.cuda.set_device(run_device)
+    _import_dynamo_before_joining()
     # init_method "env://" (the default) reads MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE.
     dist.init_process_group(backend=get_backend(run_device))
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=run_device)
@@ -235,8 +249,15 @@ def rank_print(*args, sep: str = " ", end: str = "\n", file=None, flush: bool = 
 
 
 def cleanup() -> None:
-    """Leave the process group (safe to call when none was joined)."""
+    """Wait for every rank, then leave the process group (safe to call when none was joined).
+
+    Call it once at the end of a successful run. The barrier keeps a fast rank from
+    tearing down its connections while a slower one still uses them. After an
+    exception, do not call it (the other ranks may never reach the barrier): let the
+    process exit, and the launcher stops the others.
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -217,6 +218,32 @@ def test_helpers_in_single_process_group(capsys):
     finally:
         D.cleanup()
     assert not D.is_distributed()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+def test_cleanup_really_releases_the_group():
+    """After DDP and cleanup(), Gloo's worker threads are gone: the group is not left for interpreter exit."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    def gloo_threads() -> int:
+        names = []
+        for comm in Path("/proc/self/task").glob("*/comm"):
+            try:
+                names.append(comm.read_text().strip())
+            except OSError:  # a thread that ended meanwhile
+                pass
+        return sum(name.startswith("pt_gloo") for name in names)
+
+    before = gloo_threads()
+    D.ddp_setup(0, 1, master_addr="127.0.0.1", master_port=D.find_free_port(), device="cpu")
+    try:
+        model = DDP(NeuralNetwork(2, 2))
+        model(torch.ones(1, 2)).sum().backward()
+        assert gloo_threads() > before
+        del model
+    finally:
+        D.cleanup()
+    assert gloo_threads() == before
 
 
 # ---------------------------------------------------------------- primer: toy network and data
