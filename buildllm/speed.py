@@ -11,7 +11,7 @@ None of them changes what the model computes; each one changes how:
 - `make_adamw`: AdamW with ``fused=True``: one kernel updates all parameters.
 - `lr_at_step` / `make_lr_schedule`: linear warmup, then cosine decay of the
   learning rate (the book's appendix D explains why).
-- `pad_vocab_config` / `mask_padded_vocab`: GPT-2's 50,257 tokens padded to
+- `pad_vocab` / `mask_padded_vocab`: GPT-2's 50,257 tokens padded to
   50,304 (a multiple of 64), a shape GPU matrix kernels handle faster; the extra
   tokens' logits are masked to -inf, so they never get probability.
 """
@@ -40,10 +40,9 @@ def check_dtype_supported(device: torch.device, dtype: str) -> torch.dtype | Non
         return None
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "this GPU"
         raise ValueError(
-            f"{name} does not support bfloat16 (it needs compute capability 8.0 or newer: A100, RTX 30xx, "
-            f"H100 ...; V100 and T4 do not have it). Train with --dtype float32 instead."
+            f"This GPU ({_gpu_name(device)}) does not support bfloat16 (it needs compute capability 8.0 or newer: "
+            f"A100, RTX 30xx, H100 ...; V100 and T4 do not have it). Train with --dtype float32 instead."
         )
     if device.type == "mps":
         try:
@@ -53,6 +52,13 @@ def check_dtype_supported(device: torch.device, dtype: str) -> torch.dtype | Non
     if device.type not in ("cuda", "cpu", "mps"):
         raise ValueError(f"bfloat16 autocast is not set up for device type {device.type!r}; use --dtype float32.")
     return DTYPES[dtype]
+
+
+def _gpu_name(device: torch.device) -> str:
+    try:
+        return torch.cuda.get_device_name(device)
+    except (RuntimeError, AssertionError):
+        return "unknown"
 
 
 def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
@@ -155,10 +161,27 @@ def pad_vocab_size(vocab_size: int, multiple: int = 64) -> int:
     return -(-vocab_size // multiple) * multiple
 
 
-def pad_vocab_config(cfg: dict, multiple: int = 64) -> dict:
-    """Return a copy of `cfg` with vocab_size padded; "unpadded_vocab_size" records the tokenizer's real size."""
-    real = cfg.get("unpadded_vocab_size", cfg["vocab_size"])
-    return {**cfg, "vocab_size": pad_vocab_size(real, multiple), "unpadded_vocab_size": real}
+def pad_vocab(model: nn.Module, multiple: int = 64) -> nn.Module:
+    """Grow a `GPTModel`'s vocabulary to a multiple of `multiple` in place, keeping its weights; return it.
+
+    The token embedding and the output layer get zero rows for the padding tokens
+    (nothing random is drawn, so the run's random numbers stay those of the
+    unpadded model), the output layer masks them (`PaddedVocabHead`), and
+    ``model.cfg`` records both sizes: "vocab_size" (padded) and "unpadded_vocab_size".
+    """
+    if "unpadded_vocab_size" in model.cfg:
+        return model  # already padded
+    real = model.cfg["vocab_size"]
+    padded = pad_vocab_size(real, multiple)
+    for layer in (model.tok_emb, model.out_head):  # both hold a (vocab_size, emb_dim) weight
+        old = layer.weight
+        grown = torch.zeros(padded, old.shape[1], device=old.device, dtype=old.dtype)
+        grown[:real] = old.detach()
+        layer.weight = nn.Parameter(grown)
+    model.tok_emb.num_embeddings = padded
+    model.out_head.out_features = padded
+    model.cfg.update(vocab_size=padded, unpadded_vocab_size=real)
+    return mask_padded_vocab(model)
 
 
 class PaddedVocabHead(nn.Linear):

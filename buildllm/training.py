@@ -351,7 +351,7 @@ def check_same_architecture(saved_cfg: dict, cfg: dict, source: str = "the check
         raise ValueError(
             f"{source} was saved from a different architecture ({', '.join(diffs)}: checkpoint vs this model). "
             f"Build the model with the checkpoint's settings ({ {k: saved_cfg.get(k) for k in ARCHITECTURE_KEYS} }), "
-            f"e.g. pass the same --model-size/--emb-dim/--n-layers/--n-heads/--context-length as the original run."
+            f"e.g. pass the same --model-size/--emb-dim/--n-layers/--n-heads/--context-length (and --pad-vocab) as the original run."
         )
 
 

@@ -80,8 +80,7 @@ from buildllm.speed import (  # noqa: E402
     compile_model,
     make_adamw,
     make_lr_schedule,
-    mask_padded_vocab,
-    pad_vocab_config,
+    pad_vocab,
 )
 from buildllm.tokenizer import get_gpt2_tokenizer  # noqa: E402
 from buildllm.training import (  # noqa: E402
@@ -297,14 +296,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, dist_info: Di
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         cfg = get_gpt2_config(args.model_size, **overrides)
-        if args.pad_vocab:
-            cfg = pad_vocab_config(cfg)  # 50257 -> 50304; the config keeps "unpadded_vocab_size"
         train_loader, val_loader = create_pretraining_dataloaders(
             text, tokenizer, args.context_length, args.batch_size, args.train_ratio, seed=args.seed,
             num_replicas=world_size, rank=rank)
-        model = mask_padded_vocab(GPTModel(cfg))
+        model = GPTModel(cfg)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
+    if args.pad_vocab:
+        pad_vocab(model)  # 50257 -> 50304 tokens, same weights; model.cfg keeps "unpadded_vocab_size"
     if args.fast_attention:
         use_fast_attention(model)
     model.to(device)
