@@ -19,12 +19,20 @@ out_features), the transpose of `nn.Linear`'s (out_features, in_features).
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .model import GPTModel
+from .download import ChecksumError, DownloadError, download_file, verify_file
+from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config
 
 # Keys a GPT-2 state dict may hold that have no counterpart to load:
 # lm_head.weight is the same matrix as wte.weight (weight tying), and
@@ -145,14 +153,6 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
 #     gpt2/124M/checkpoint, hparams.json, model.ckpt.*, encoder.json, vocab.bpe   (OpenAI)
 #     gpt2/124M/model.safetensors                                                   (Hugging Face)
 
-import json  # noqa: E402  (kept next to the code that uses it)
-import re  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from .download import ChecksumError, DownloadError, download_file, verify_file  # noqa: E402
-from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, get_gpt2_config  # noqa: E402
 
 SOURCES = ("auto", "openai", "huggingface")
 
@@ -460,3 +460,31 @@ def load_pretrained_gpt(
     model = GPTModel(cfg)
     load_weights_into_gpt(model, weights)
     return model.to(device).eval()
+
+
+def download_cli(argv: list[str] | None, *, default_model_size: str, default_source: str, next_step: str) -> int:
+    """The command line of the chapters' ``gpt_download.py`` scripts; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        description="Download GPT-2 weights: OpenAI's TensorFlow checkpoint or Hugging Face's safetensors.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model-size", default=default_model_size,
+                        choices=list(GPT2_SIZE_ALIASES) + list(GPT2_SIZES), help="which GPT-2")
+    parser.add_argument("--source", default=default_source, choices=("openai", "huggingface"),
+                        help="openai: the original files (reading them needs TensorFlow); "
+                             "huggingface: one model.safetensors file")
+    parser.add_argument("--models-dir", default="gpt2", help="parent folder; files go into <models-dir>/<size>")
+    parser.add_argument("--retries", type=int, default=3, help="attempts per URL")
+    args = parser.parse_args(argv)
+    try:
+        folder = download_gpt2_files(args.model_size, args.models_dir, args.source, retries=max(args.retries, 1))
+    except WeightsUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"GPT-2 {args.model_size} ({args.source}) is ready in {folder.resolve()}:")
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.endswith(".part"):
+            print(f"  {path.name:34s} {path.stat().st_size:>13,} bytes")
+    print(next_step.format(model_size=args.model_size, models_dir=args.models_dir))
+    return 0
+
