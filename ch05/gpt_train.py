@@ -36,10 +36,14 @@ averaged. Batch and learning rate:
 
 Evaluation under torchrun: every process computes the loss on its share of the
 same evaluation batches and the processes average it, so the printed losses equal a
-single-process run's (exactly so when those batches are complete). Only rank 0
-prints, plots and writes files; model.pth and checkpoint.pth hold the plain model's
-weights and load in a single process. Resuming under torchrun works (each process
-gets back its own random state); use the same number of processes.
+single-process run's with the same global batch (exactly so when those batches are
+complete). --eval-iter counts batches of --batch-size per process (with
+--grad-accum-steps, the micro-batches). Only rank 0 prints, plots and writes files;
+model.pth and checkpoint.pth hold the plain model's weights and load in a single
+process. Each process draws its own dropout masks (seed + rank). Resuming under
+torchrun works and continues exactly (each process gets back its own random state):
+use the same number of processes, and on several machines make checkpoint.pth
+readable at the --resume path on every machine (a shared folder or a copy).
 
 Faster training, all off by default (the book's behaviour): --dtype bfloat16,
 --compile, --fused-adamw, --fast-attention, --pad-vocab, --grad-accum-steps,
@@ -103,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Pretrain a GPT-2-style model (chapter 5). Defaults are the book's settings.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Several GPUs: torchrun --standalone --nproc_per_node=N ch05/gpt_train.py [flags]. --batch-size is "
+               "per process: one optimizer step sees batch size x N x --grad-accum-steps sequences, and N processes "
+               "with --batch-size b see the same global batches as one process with --batch-size N*b (and, without "
+               "dropout, give the same losses). --lr is not scaled "
+               "for you: if you make the global batch k times larger, try --lr times sqrt(k) with --warmup-steps.",
     )
     parser.add_argument("--data", default="the-verdict",
                         help=f"a dataset name ({', '.join(list_datasets())}) or the path of a .txt file")
@@ -158,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="optimizer steps of linear warmup from 0 to --lr (0 = none)")
     speed.add_argument("--min-lr", type=float, default=0.0, help="learning rate at the end of the cosine decay")
     speed.add_argument("--grad-clip", type=float, metavar="MAX_NORM",
-                       help="clip the gradients' total norm to MAX_NORM (e.g. 1.0; default: no clipping)")
+                       help="clip the gradients' total norm to MAX_NORM, e.g. 1.0 (None: no clipping, the book)")
     return parser
 
 
