@@ -63,7 +63,7 @@ def read_sms_spam_file(path: str | os.PathLike):
     """
     pd = _pandas()
     labels, texts = [], []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8", newline="\n") as f:  # only \n ends a line (texts hold odd characters)
         for line_no, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line:
