@@ -451,7 +451,7 @@ def train_step(
         for group in optimizer.param_groups:
             group["lr"] = lr
     num_micro = len(micro_batches)
-    total_loss = 0.0
+    total_loss = 0.0  # becomes a tensor: one .item() per step, not one per micro-batch (each waits for the GPU)
     for i, (input_batch, target_batch) in enumerate(micro_batches):
         is_last = i == num_micro - 1
         sync = contextlib.nullcontext() if is_last or not hasattr(model, "no_sync") else model.no_sync()
@@ -459,11 +459,11 @@ def train_step(
             with autocast_context(device, amp_dtype):
                 loss = calc_loss_batch(input_batch, target_batch, model, device)
             (loss / num_micro).backward()
-        total_loss += loss.item()
+        total_loss = total_loss + loss.detach()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
     optimizer.step()
-    return total_loss / num_micro
+    return (total_loss / num_micro).item()
 
 
 def train_model(

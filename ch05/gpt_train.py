@@ -340,7 +340,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, dist_info: Di
         example = torch.zeros(args.batch_size, args.context_length, dtype=torch.long, device=device)
         model = compile_model(model, example, backend=args.compile, amp_dtype=amp_dtype)
     if world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # broadcast_buffers=False: the only buffers are the constant causal masks, nothing to keep in sync.
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
 
     train_and_save(model, train_loader, val_loader, optimizer, device, args, tokenizer, state, writer,
                    is_main_process=main_process, run_settings=run_settings, amp_dtype=amp_dtype,
