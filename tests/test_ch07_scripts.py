@@ -167,8 +167,9 @@ def test_evaluate_file_without_responses_names_entry(tmp_path):
 
 def test_chat_with_piped_stdin(tiny_run, tmp_path):
     out, _ = tiny_run
+    piped = "Rewrite the sentence using a simile.\n/reset\n\n/what\nName a color.\n/quit\nNever read.\n"
     proc = run_script([CHAT, "--checkpoint", str(out / "model.pth"), "--max-new-tokens", "4"], cwd=tmp_path,
-                      input="Rewrite the sentence using a simile.\n/reset\n\n/what\nName a color.\n/quit\nNever read.\n")
+                      input=piped)
     assert "You: Rewrite the sentence using a simile.\nModel: " in proc.stdout
     assert "(conversation reset)" in proc.stdout and "Unknown command '/what'" in proc.stdout
     assert "You: Name a color." in proc.stdout and "Never read." not in proc.stdout
