@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .generation import check_sampling_args
+from .generation import check_sampling_args, pick_next_token
 
 
 class KVCache:
@@ -117,16 +117,6 @@ def left_pad(prompts: list[list[int]], pad_id: int = 50256) -> tuple[torch.Tenso
     return idx, mask
 
 
-def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """Pick the next token from the last logits (b, vocab), exactly as `buildllm.generation.generate` does."""
-    if top_k is not None:
-        top_logits, _ = torch.topk(logits, top_k)
-        logits = logits.masked_fill(logits < top_logits[:, -1:], -torch.inf)
-    if temperature > 0.0:
-        return torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1)
-    return torch.argmax(logits, dim=-1, keepdim=True)
-
-
 @torch.no_grad()
 def generate_cached(
     model,
@@ -137,9 +127,17 @@ def generate_cached(
     top_k: int | None = None,
     eos_id: int | None = None,
     attention_mask: torch.Tensor | None = None,
+    *,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
 ) -> torch.Tensor:
-    """Like `buildllm.generation.generate`, with a KV cache: prefill once, then one token per step."""
-    check_sampling_args(temperature, top_k, model.cfg["vocab_size"])
+    """Like `buildllm.generation.generate`, with a KV cache: prefill once, then one token per step.
+
+    Tokens are picked by the same `buildllm.generation.pick_next_token`, so top-p and the
+    repetition penalty work here too (padding does not count as an earlier token).
+    """
+    check_sampling_args(temperature, top_k, model.cfg["vocab_size"], top_p=top_p,
+                        repetition_penalty=repetition_penalty)
     context_size = min(context_size or model.cfg["context_length"], model.cfg["context_length"])
     mask = attention_mask
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
@@ -154,7 +152,8 @@ def generate_cached(
             logits = forward_with_cache(model, idx, cache, mask)
         else:  # decode: only the newest token
             logits = forward_with_cache(model, idx[:, -1:], cache, mask)
-        idx_next = _next_token(logits[:, -1, :], temperature, top_k)
+        idx_next = pick_next_token(logits[:, -1, :], temperature, top_k, top_p=top_p,
+                                   repetition_penalty=repetition_penalty, token_ids=idx, attention_mask=mask)
         if eos_id is not None:
             idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)
             finished = finished | (idx_next.squeeze(1) == eos_id)
