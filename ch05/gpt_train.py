@@ -334,6 +334,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, dist_info: Di
                 print(f"That run already finished {state.epoch} epochs; pass a larger --epochs to train more.")
 
     steps_per_epoch = len(train_loader) // args.grad_accum_steps
+    if steps_per_epoch == 0:
+        parser.exit(2, f"error: --grad-accum-steps {args.grad_accum_steps} is more than the {len(train_loader)} "
+                       f"batches per epoch{' of each process' if world_size > 1 else ''}: use fewer accumulation "
+                       f"steps or a smaller --batch-size.\n")
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     lr_schedule = make_lr_schedule(args.lr, total_steps, args.warmup_steps, args.min_lr, args.lr_schedule)
     if args.compile:

@@ -258,6 +258,14 @@ def test_gpt_train_rejects_bad_speed_flags(gpt_train, capsys, flags, message):
     assert message in capsys.readouterr().err
 
 
+def test_gpt_train_refuses_more_accumulation_steps_than_batches(gpt_train, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        gpt_train.main(["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-length", "16",
+                        "--grad-accum-steps", "1000", "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--grad-accum-steps 1000 is more than the 144 batches per epoch" in capsys.readouterr().err
+
+
 def test_gpt_train_refuses_bfloat16_on_a_gpu_without_it(gpt_train, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
