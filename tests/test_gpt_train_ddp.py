@@ -10,12 +10,13 @@ import sys
 
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from conftest import REPO, run_script
 
 from buildllm.distributed import TORCHRUN_VARS, find_free_port
 from buildllm.model import GPTModel
-from buildllm.training import load_model
+from buildllm.training import EpochShuffleSampler, load_model
 
 pytestmark = pytest.mark.script
 
@@ -50,6 +51,34 @@ def torchrun(args: list[str], cwd, nproc: int = 2) -> subprocess.CompletedProces
 def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     return proc
+
+
+@pytest.mark.parametrize("num_replicas", [2, 3])
+def test_the_shares_of_the_processes_make_up_the_single_process_batches(num_replicas):
+    """Rank r takes every num_replicas-th index: the j-th batches of all ranks = the j-th batch of one process."""
+    data, b = list(range(23)), 2
+    single = EpochShuffleSampler(data, seed=5)
+    single.set_epoch(3)
+    order = list(single)
+    shares = []
+    for rank in range(num_replicas):
+        sampler = EpochShuffleSampler(data, seed=5, num_replicas=num_replicas, rank=rank)
+        sampler.set_epoch(3)
+        shares.append(list(sampler))
+        assert len(sampler) == len(shares[-1]) == 23 // num_replicas
+        # The same split as PyTorch's DistributedSampler (same seed + epoch) when it drops the remainder.
+        torch_sampler = DistributedSampler(data, num_replicas=num_replicas, rank=rank, seed=5, drop_last=True)
+        torch_sampler.set_epoch(3)
+        assert shares[-1] == list(torch_sampler)
+    global_batch = b * num_replicas
+    for j in range(len(shares[0]) // b):
+        together = sorted(i for share in shares for i in share[j * b:(j + 1) * b])
+        assert together == sorted(order[j * global_batch:(j + 1) * global_batch])
+
+
+def test_bad_shares_are_refused():
+    with pytest.raises(ValueError, match="0 <= rank < num_replicas"):
+        EpochShuffleSampler(range(10), num_replicas=2, rank=2)
 
 
 @pytest.fixture(scope="module")
