@@ -29,7 +29,9 @@ so the rows compare.
 Then the convergence check: plain and our fast variants train on the-verdict with
 the book's settings (context 256, batch 2, dropout 0.1) for --converge-steps steps
 from the same initial weights; their training-loss curves are overlaid in
-train_convergence.png and compared in a table.
+train_convergence.png and compared in a table. With dropout, torch.compile draws
+its masks with its own random-number code (and bfloat16 rounds differently), so
+those curves should track the plain one, not match it step for step.
 
     python benchmarks/bench_train.py                          # GPT-2 small, context 1024, batch 8 (a GPU)
     python benchmarks/bench_train.py --batch-size 4 --steps 10 --variants plain,bf16,compile
