@@ -19,6 +19,14 @@ from typing import Iterable
 CHUNK = 1 << 20
 
 
+def open_url(request: urllib.request.Request | str, timeout: float):
+    """Open a URL with a fresh opener, so proxy settings are read from the environment on every call.
+
+    (`urllib.request.urlopen` caches the proxies it saw on first use for the whole process.)
+    """
+    return urllib.request.build_opener().open(request, timeout=timeout)
+
+
 class DownloadError(RuntimeError):
     """A file could not be downloaded from any of its URLs."""
 
@@ -64,7 +72,7 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, desc: str)
     request = urllib.request.Request(url, headers={"User-Agent": "buildllm"})
     if start:
         request.add_header("Range", f"bytes={start}-")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with open_url(request, timeout) as response:
         if start and response.status != 206:  # server ignored the Range header: start over
             start = 0
         remaining = response.headers.get("Content-Length")

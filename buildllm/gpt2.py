@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .download import ChecksumError, DownloadError, download_file, verify_file
+from .download import ChecksumError, DownloadError, download_file, open_url, verify_file
 from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config
 
 # Keys a GPT-2 state dict may hold that have no counterpart to load:
@@ -236,7 +236,7 @@ def _reachable(urls: list[str], timeout: float = 10.0) -> bool:
     for url in urls:
         try:
             request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "buildllm"})
-            with urllib.request.urlopen(request, timeout=timeout):
+            with open_url(request, timeout):
                 return True
         except urllib.error.HTTPError:
             return True  # the server answered; download_file reports the details
