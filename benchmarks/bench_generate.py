@@ -92,6 +92,15 @@ def step_latency(model, lengths: list[int], use_cache: bool, batch_size: int = 1
     return results
 
 
+def compare_step_latency(model, lengths: list[int], batch_size: int = 1, repeats: int = 1) -> dict[str, list[float]]:
+    """`step_latency` of both methods, length by length (alternating, so both see the same machine load)."""
+    results: dict[str, list[float]] = {"uncached (recompute)": [], "KV cache": []}
+    for n in lengths:
+        results["uncached (recompute)"] += step_latency(model, [n], False, batch_size, repeats)
+        results["KV cache"] += step_latency(model, [n], True, batch_size, repeats)
+    return results
+
+
 def evenly_spaced(first: int, last: int, count: int) -> list[int]:
     """`count` integers from `first` to `last` (both included), evenly spaced, without repeats."""
     if count <= 1 or last <= first:
@@ -198,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Identical tokens: {'yes' if same else 'NO (a bug: please report it)'}")
 
     lengths = evenly_spaced(len(prompt) + 1, len(prompt) + args.max_new_tokens, 5 if args.quick else 20)
-    latencies = {name: step_latency(model, lengths, use_cache, args.batch_size, args.repeats)
-                 for name, use_cache in (("uncached (recompute)", False), ("KV cache", True))}
+    latencies = compare_step_latency(model, lengths, args.batch_size, args.repeats)
     print(f"One step (ms) when the sequence has n tokens, n = {lengths[0]} .. {lengths[-1]}:")
     print(f"{'n':>6} " + " ".join(f"{name:>22}" for name in latencies))
     for i, n in enumerate(lengths):
