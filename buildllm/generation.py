@@ -66,7 +66,7 @@ def check_sampling_args(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
 ) -> None:
-    """Raise ValueError for a negative temperature, a top_k outside [1, vocab_size], top_p outside (0, 1] or a penalty <= 0."""
+    """Raise ValueError for temperature < 0, top_k outside [1, vocab_size], top_p outside (0, 1], penalty <= 0."""
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(
             f"top_p must be in (0, 1]: the share of probability mass to sample from (e.g. 0.9; "
@@ -147,7 +147,7 @@ def generate(
 def apply_repetition_penalty(
     logits: torch.Tensor, token_ids: torch.Tensor, penalty: float, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """CTRL-style penalty: logits (b, vocab) of tokens present in `token_ids` (b, n) are divided by `penalty` if positive, multiplied if negative.
+    """CTRL-style penalty on logits (b, vocab) of tokens in `token_ids` (b, n): positive / penalty, negative * penalty.
 
     With ``penalty > 1`` both make an already-used token less likely, however often it
     appeared (Keskar et al., 2019, "CTRL"). ``penalty = 1`` changes nothing; below 1 it
@@ -163,7 +163,7 @@ def apply_repetition_penalty(
 
 
 def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probabilities (..., vocab) sum to at least `top_p`; renormalize.
+    """Keep the fewest most likely tokens whose probabilities (..., vocab) sum to at least `top_p`; renormalize.
 
     This is nucleus sampling (Holtzman et al., 2019): unlike top-k, the number of
     tokens kept adapts to the distribution: few when the model is sure, many when not.
@@ -186,7 +186,7 @@ def pick_next_token(
     token_ids: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Choose the next token (b, 1) from the last position's logits (b, vocab): the decoding step of every generate function.
+    """Choose the next token (b, 1) from the last logits (b, vocab): the decoding step of every generate function.
 
     Order: repetition penalty (on the tokens so far, `token_ids` (b, n)) -> top-k ->
     temperature -> top-p -> sample; with ``temperature=0`` the argmax (top-p changes
@@ -211,7 +211,7 @@ def pick_next_token(
 
 @torch.no_grad()
 def sequence_log_prob(model, token_ids: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    """Sum of the model's log-probabilities of the tokens after the first `prompt_length` of `token_ids` (b, n): (b,)."""
+    """Sum of the log-probabilities of the tokens after the first `prompt_length` of `token_ids` (b, n): (b,)."""
     if not 1 <= prompt_length <= token_ids.shape[1]:
         raise ValueError(f"prompt_length must be between 1 and the sequence length {token_ids.shape[1]}, "
                          f"got {prompt_length}.")
@@ -231,7 +231,7 @@ def generate_beam_search(
     length_penalty: float = 1.0,
     eos_id: int | None = None,
 ) -> torch.Tensor:
-    """Beam search for one prompt `idx` (1, num_tokens): keep the `num_beams` best partial sequences; return the best (1, n + new).
+    """Beam search for one prompt `idx` (1, n): keep the `num_beams` best partial sequences; return the best (1, n + new).
 
     Each step extends every beam by every token and keeps the `num_beams` candidates
     with the highest summed log-probability. A candidate ending in `eos_id` is set
