@@ -69,14 +69,12 @@ def _take(weights: dict[str, Tensor], key: str, expected_shape: tuple[int, ...])
     return tensor
 
 
-def _assign(param: Tensor, value: Tensor) -> None:
-    """Copy `value` into the parameter `param` (shapes already checked)."""
-    with torch.no_grad():
-        param.copy_(value)
-
-
 def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GPTModel:
-    """Copy a Hugging Face-format GPT-2 state dict into `gpt` (in place) and return `gpt`."""
+    """Copy a Hugging Face-format GPT-2 state dict into `gpt` (in place) and return `gpt`.
+
+    Every key and shape is checked before the first value is copied, so a
+    checkpoint that does not fit raises an error and leaves `gpt` as it was.
+    """
     if not gpt.cfg["qkv_bias"]:
         raise ValueError(
             "GPT-2 uses a bias in its query/key/value projections, but this GPTModel was built with "
@@ -87,12 +85,18 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
         if key in _IGNORED_KEYS or key.endswith(_IGNORED_SUFFIXES):
             del weights[key]
 
+    copies: list[tuple[Tensor, Tensor]] = []  # (parameter, value), copied once everything has been checked
+
+    def _assign(param: Tensor, value: Tensor) -> None:
+        copies.append((param, value))
+
     emb = gpt.cfg["emb_dim"]
     vocab = gpt.cfg["vocab_size"]
     context = gpt.cfg["context_length"]
 
     # Embeddings: same layout in both models.
-    _assign(gpt.tok_emb.weight, _take(weights, "wte.weight", (vocab, emb)))
+    wte = _take(weights, "wte.weight", (vocab, emb))
+    _assign(gpt.tok_emb.weight, wte)
     _assign(gpt.pos_emb.weight, _take(weights, "wpe.weight", (context, emb)))
 
     for i, block in enumerate(gpt.trf_blocks):
@@ -130,7 +134,7 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
     _assign(gpt.final_norm.shift, _take(weights, "ln_f.bias", (emb,)))
 
     # Weight tying: GPT-2 predicts tokens with the token embedding matrix itself.
-    _assign(gpt.out_head.weight, gpt.tok_emb.weight)
+    _assign(gpt.out_head.weight, wte)
 
     if weights:
         extra = sorted(weights)
@@ -139,6 +143,9 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
             f"Does the checkpoint have more layers than n_layers={gpt.cfg['n_layers']}? "
             f"Build GPTModel with the checkpoint's configuration."
         )
+    with torch.no_grad():
+        for param, value in copies:
+            param.copy_(value)
     return gpt
 
 

@@ -184,3 +184,22 @@ def test_qkv_bias_false_is_refused(small_state_dict):
 def test_more_layers_in_checkpoint_than_in_model(small_state_dict):
     with pytest.raises(ValueError, match=r"h\.1\..*n_layers=1"):
         load_weights_into_gpt(GPTModel({**SMALL_CFG, "n_layers": 1}), small_state_dict)
+
+
+@pytest.mark.parametrize("problem", ["more layers", "missing key", "wrong shape"])
+def test_a_checkpoint_that_does_not_fit_leaves_the_model_unchanged(small_state_dict, problem):
+    sd = dict(small_state_dict)
+    cfg = SMALL_CFG
+    if problem == "more layers":
+        cfg = {**SMALL_CFG, "n_layers": 1}  # every layer-0 weight fits; the error comes at the end
+    elif problem == "missing key":
+        del sd["transformer.ln_f.bias"]
+    else:
+        sd["transformer.h.1.mlp.c_proj.bias"] = torch.zeros(7)
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises((KeyError, ValueError)):
+        load_weights_into_gpt(model, sd)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
