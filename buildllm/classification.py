@@ -264,38 +264,6 @@ def set_trainable_layers(model: nn.Module, trainable: str = "last-block") -> int
     return count_trainable_parameters(model)
 
 
-def set_dropout(model: nn.Module, rate: float) -> None:
-    """Set the rate of every dropout layer of `model` (and its config) to `rate`."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = rate
-    model.cfg["drop_rate"] = rate
-
-
-def _load_one_base_model(weights: str, model_size: str, models_dir, device, drop_rate: float, config_overrides: dict):
-    from . import gpt2
-    from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config
-    from .training import load_model
-
-    if weights in GPT2_SIZES or weights in GPT2_SIZE_ALIASES:
-        model = gpt2.load_pretrained_gpt(model_size=weights, models_dir=models_dir, device=device, drop_rate=drop_rate)
-        return model, f"OpenAI's {weights} weights"
-    if weights == "random":
-        # The book's fine-tuning config: GPT-2's context length, query/key/value bias, no dropout.
-        cfg = get_gpt2_config(model_size, qkv_bias=True, drop_rate=drop_rate, **config_overrides)
-        described = ", ".join(f"{k}={v}" for k, v in config_overrides.items())
-        return GPTModel(cfg).to(device), f"random initialization ({model_size}{', ' + described if described else ''})"
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {path}. Write one with ch05/gpt_train.py (it saves model.pth), or use "
-            f"'random' or a GPT-2 size ({', '.join(GPT2_SIZES)})."
-        )
-    model = load_model(path, device=device)
-    set_dropout(model, drop_rate)
-    return model, f"the model in {path}"
-
-
 def load_base_model(
     weights: str = "gpt2-small",
     fallbacks: tuple[str, ...] = (),
@@ -314,13 +282,13 @@ def load_base_model(
     reason is printed and each of `fallbacks` is tried in turn; with none left,
     the error is raised (`buildllm.gpt2.WeightsUnavailableError` or `FileNotFoundError`).
     """
-    from .gpt2 import WeightsUnavailableError
+    from . import gpt2
 
     candidates = [weights, *fallbacks]
     for i, candidate in enumerate(candidates):
         try:
-            return _load_one_base_model(candidate, model_size, models_dir, device, drop_rate, config_overrides)
-        except (WeightsUnavailableError, FileNotFoundError) as exc:
+            return gpt2.load_base_gpt(candidate, model_size, models_dir, device, drop_rate, **config_overrides)
+        except (gpt2.WeightsUnavailableError, FileNotFoundError) as exc:
             if i == len(candidates) - 1:
                 raise
             print(f"[{candidate}] not available:\n{exc}\n-> falling back to {candidates[i + 1]!r}\n")

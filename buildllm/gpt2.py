@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .download import ChecksumError, DownloadError, download_file, open_url, verify_file
-from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config
+from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config, set_dropout
 
 # Keys a GPT-2 state dict may hold that have no counterpart to load:
 # lm_head.weight is the same matrix as wte.weight (weight tying), and
@@ -467,6 +467,45 @@ def load_pretrained_gpt(
     model = GPTModel(cfg)
     load_weights_into_gpt(model, weights)
     return model.to(device).eval()
+
+
+def load_base_gpt(
+    weights: str,
+    model_size: str = "gpt2-small",
+    models_dir: str | Path = "gpt2",
+    device: str | torch.device = "cpu",
+    drop_rate: float = 0.0,
+    **config_overrides,
+) -> tuple[GPTModel, str]:
+    """Return (the model a fine-tuning run starts from, a description of it), as chapters 6 and 7 choose it.
+
+    `weights` is a GPT-2 size ("gpt2-small" ... "gpt2-xl": OpenAI's weights),
+    "random" (random init of `model_size` with GPT-2's layout, query/key/value
+    bias included, changed by `config_overrides` such as ``emb_dim=64``; None
+    values are ignored), or the path of a model.pth written by
+    `buildllm.training.save_model`. Every dropout rate is set to `drop_rate`.
+    Raises WeightsUnavailableError (GPT-2 weights neither in `models_dir` nor
+    downloadable), FileNotFoundError (no such file) or ValueError (a bad config).
+    """
+    from .training import load_model
+
+    config_overrides = {k: v for k, v in config_overrides.items() if v is not None}
+    if weights in GPT2_SIZES or weights in GPT2_SIZE_ALIASES:
+        model = load_pretrained_gpt(model_size=weights, models_dir=models_dir, device=device, drop_rate=drop_rate)
+        return model, f"OpenAI's {weights} weights"
+    if weights == "random":
+        cfg = get_gpt2_config(model_size, qkv_bias=True, drop_rate=drop_rate, **config_overrides)
+        described = ", ".join(f"{k}={v}" for k, v in config_overrides.items())
+        return GPTModel(cfg).to(device), f"random initialization ({model_size}{', ' + described if described else ''})"
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file at {path}. Write one with ch05/gpt_train.py (it saves model.pth), or use "
+            f"'random' or a GPT-2 size ({', '.join(GPT2_SIZES)})."
+        )
+    model = load_model(path, device=device)
+    set_dropout(model, drop_rate)  # the checkpoint may have been trained with another dropout rate
+    return model, f"the model in {path}"
 
 
 def download_cli(argv: list[str] | None, *, default_model_size: str, default_source: str, next_step: str) -> int:

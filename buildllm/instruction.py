@@ -427,47 +427,26 @@ def load_base_model(
     """Return the GPTModel to fine-tune: OpenAI's GPT-2 (`weights` = a size), "random", or a model.pth PATH.
 
     ``"random"`` builds `model_size` with GPT-2's layout (query/key/value bias) and
-    the `overrides` (emb_dim, n_layers, n_heads, context_length) for small models.
-    Raises BaseModelError with what to do instead when the weights are unavailable.
+    the `overrides` (emb_dim, n_layers, n_heads, context_length) for small models;
+    see `buildllm.gpt2.load_base_gpt`. Raises BaseModelError with what to do
+    instead when the weights are unavailable.
     """
-    import torch.nn as nn
+    from .gpt2 import WeightsUnavailableError, load_base_gpt
+    from .model import GPT2_SIZES
 
-    from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config
-    from .training import load_model
-
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     alternatives = ("Use --weights random (a randomly initialized model) or --weights PATH (a model.pth "
                     "written by ch05/gpt_train.py).")
-    if weights in GPT2_SIZES or weights in GPT2_SIZE_ALIASES:
-        try:
-            from .gpt2 import WeightsUnavailableError, load_pretrained_gpt
-        except ImportError:
-            raise BaseModelError(f"This buildllm cannot load OpenAI's GPT-2 weights. {alternatives}") from None
-        try:
-            return load_pretrained_gpt(model_size=weights, models_dir=models_dir, device=str(device),
-                                       drop_rate=drop_rate)
-        except (WeightsUnavailableError, OSError) as exc:
-            raise BaseModelError(f"The {weights} weights are not available: {exc}\n{alternatives}") from None
-    if weights == "random":
-        try:
-            cfg = get_gpt2_config(model_size, qkv_bias=True, drop_rate=drop_rate, **overrides)
-            return GPTModel(cfg).to(device)
-        except ValueError as exc:  # unknown size, or emb_dim not divisible by n_heads
-            raise BaseModelError(str(exc)) from None
-    path = Path(weights)
-    if not path.is_file():
+    try:
+        model, _ = load_base_gpt(weights, model_size, models_dir, device, drop_rate, **overrides)
+    except FileNotFoundError:
         raise BaseModelError(
             f"--weights {weights!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), 'random', nor an existing "
             f"file. {alternatives}"
-        )
-    try:
-        model = load_model(path, device=device)
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise BaseModelError(f"Could not load {path} as a GPT model: {exc}") from None
-    for module in model.modules():  # the checkpoint may have been trained with dropout
-        if isinstance(module, nn.Dropout):
-            module.p = drop_rate
-    model.cfg["drop_rate"] = drop_rate
+        ) from None
+    except (WeightsUnavailableError, OSError) as exc:
+        raise BaseModelError(f"The {weights} weights are not available: {exc}\n{alternatives}") from None
+    except (RuntimeError, ValueError) as exc:  # a bad config, or a file that is not a GPT model
+        raise BaseModelError(f"Could not load --weights {weights}: {exc}") from None
     return model
 
 

@@ -163,3 +163,11 @@ def count_parameters(model: nn.Module, exclude_tied_output: bool = False) -> int
 def model_memory_mb(model: nn.Module, bytes_per_param: int = 4) -> float:
     """Return the memory of the model's parameters in MB (1 MB = 1024**2 bytes; float32 by default)."""
     return count_parameters(model) * bytes_per_param / 1024**2
+
+
+def set_dropout(model: nn.Module, rate: float) -> None:
+    """Set the rate of every dropout layer of `model` (and its config) to `rate`."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+    model.cfg["drop_rate"] = rate

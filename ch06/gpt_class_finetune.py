@@ -38,6 +38,7 @@ from buildllm.classification import (
     set_trainable_layers,
     train_classifier_simple,
 )
+from buildllm.cli import UserError, add_weights_arguments, run_main
 from buildllm.datasets import DatasetError
 from buildllm.device import DEVICE_CHOICES, get_device, set_seed
 from buildllm.lora import freeze_and_add_lora, merge_lora
@@ -47,23 +48,13 @@ from buildllm.training import atomic_write_json, save_model
 from buildllm.tokenizer import get_gpt2_tokenizer
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Fine-tune a GPT model to classify SMS messages as spam / not spam (chapter 6), "
         "or classify a message with a saved classifier (--classify TEXT --model PATH).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--weights", default="gpt2-small",
-                        help=f"starting weights: one of {', '.join(GPT2_SIZES)} (OpenAI's, downloaded into "
-                             f"--models-dir), 'random' (random init of --model-size), or the PATH of a model.pth "
-                             f"written by buildllm.training.save_model (e.g. by ch05/gpt_train.py)")
-    parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES),
-                        help="architecture for --weights random")
-    parser.add_argument("--models-dir", default="gpt2", help="folder for downloaded GPT-2 weights")
+    add_weights_arguments(parser, default="gpt2-small")
     parser.add_argument("--trainable", default="last-block", choices=TRAINABLE_CHOICES,
                         help="which layers to fine-tune (ignored with --lora-rank)")
     parser.add_argument("--lora-rank", type=int, default=None,
@@ -251,11 +242,7 @@ def classify(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return classify(args) if args.classify is not None else train(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(classify if args.classify is not None else train, args)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from buildllm.cli import UserError, run_main
+
 COMMANDS = "/reset (forget the conversation), /quit (leave)"
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +55,7 @@ def fit_turns(turns: list, tokenizer, style: str, budget: int) -> tuple[str, int
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(run, args)
 
 
 def run(args) -> int:

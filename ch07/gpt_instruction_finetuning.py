@@ -28,28 +28,19 @@ from pathlib import Path
 
 import torch
 
-
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback."""
+from buildllm.cli import UserError, add_weights_arguments, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     from buildllm.device import DEVICE_CHOICES
     from buildllm.instruction import PROMPT_STYLES
-    from buildllm.model import GPT2_SIZES
 
     parser = argparse.ArgumentParser(
         description="Instruction fine-tuning of a GPT model on the chapter 7 data (1100 entries, split "
         "85/10/5 into train/test/validation), then response generation and offline metrics.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--weights", default="gpt2-medium",
-                        help=f"starting weights: one of {', '.join(GPT2_SIZES)} (OpenAI's, downloaded into "
-                             f"--models-dir), 'random' (random init of --model-size), or the PATH of a model.pth "
-                             f"written by buildllm.training.save_model (e.g. by ch05/gpt_train.py)")
-    parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES),
-                        help="architecture for --weights random")
-    parser.add_argument("--models-dir", default="gpt2", help="folder for downloaded GPT-2 weights")
+    add_weights_arguments(parser, default="gpt2-medium")
     parser.add_argument("--data-file", default=None,
                         help="a JSON list of {instruction, input, output} entries (default: the chapter's "
                              "instruction-data.json, from $BUILDLLM_DATA_DIR or downloaded)")
@@ -116,11 +107,7 @@ def load_data(args) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(run, args)
 
 
 def run(args) -> int:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback."""
+from buildllm.cli import UserError, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(run, args)
 
 
 def run(args) -> int:
