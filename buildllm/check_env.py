@@ -31,7 +31,7 @@ def run_checks() -> list[tuple[str, str, str]]:
     required = {"torch": "2.2.2", "tiktoken": None, "matplotlib": None, "tqdm": None, "safetensors": None}
     for name in required:
         v = _version(name)
-        rows.append((OK, name, v) if v else (FAIL, name, f"missing: pip install -r requirements.txt"))
+        rows.append((OK, name, v) if v else (FAIL, name, "missing: pip install -r requirements.txt"))
     for name, why in [("pandas", "ch06"), ("jupyterlab", "notebooks"), ("tensorflow", "OpenAI's TF checkpoints only")]:
         v = _version(name)
         rows.append((OK, name, v) if v else (WARN, name, f"not installed (needed for {why})"))

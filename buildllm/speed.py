@@ -88,7 +88,7 @@ def compile_model(model: nn.Module, example_input: torch.Tensor, backend: str = 
             with autocast_context(device, amp_dtype):
                 logits = compiled(example_input)
             logits.float().mean().backward()
-        except Exception as exc:  # noqa: BLE001: any compiler failure means "train without it"
+        except Exception as exc:  # noqa: BLE001 -- any compiler failure means "train without it"
             warnings.warn(
                 f"torch.compile (backend {backend!r}) does not work here ({type(exc).__name__}: "
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}); training without it. "

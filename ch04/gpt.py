@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 
 from buildllm.device import DEVICE_CHOICES, get_device, set_seed
 from buildllm.generation import generate_text_simple, text_to_token_ids, token_ids_to_text

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 
 from buildllm.device import get_device, set_seed
 from buildllm.generation import check_sampling_args, generate, text_to_token_ids, token_ids_to_text
