@@ -13,10 +13,14 @@ Every variant trains the same architecture on the same random batches with AdamW
     hf-eager         transformers' GPT2LMHeadModel, attn_implementation="eager", float32
     hf-sdpa          the same with attn_implementation="sdpa"
     hf-sdpa-bf16     the same under bfloat16 autocast
+    hf-eager-tied    hf-eager with GPT-2's weight tying (output layer = token embedding)
 
-Hugging Face's GPT-2 ties its output layer to the token embedding and has biases in
-the query/key/value projections, so it has fewer parameters (the table shows both
-counts); the work per token is the same. Each variant runs in its own process, so
+The hf-* variants are built with our configuration: the same sizes and dropout,
+and an output layer of its own (tie_word_embeddings=False), as the book's
+GPTModel has. They differ only in the query/key/value biases (HF always has
+them: 27,648 more parameters at 124M). hf-eager-tied is GPT-2 as published:
+38.6M fewer parameters for AdamW to update, the same work per token in the
+matrix products. Each variant runs in its own process, so
 its peak memory is its own: on CUDA torch.cuda.max_memory_allocated (tensors
 only), elsewhere the peak resident set size of that process (resource.getrusage:
 it includes Python and PyTorch themselves, printed as the baseline).
@@ -35,6 +39,8 @@ those curves should track the plain one, not match it step for step.
 
     python benchmarks/bench_train.py                          # GPT-2 small, context 1024, batch 8 (a GPU)
     python benchmarks/bench_train.py --batch-size 4 --steps 10 --variants plain,bf16,compile
+    python benchmarks/bench_train.py --device cpu --context-length 256 --batch-size 2 --converge-steps 0   # a CPU
+    python benchmarks/bench_train.py --device cpu --steps 0 --converge-steps 50 --variants plain,bf16,all  # curves only
     python benchmarks/bench_train.py --quick                  # smoke run: a tiny model, a few steps
 """
 
@@ -44,6 +50,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -81,6 +88,7 @@ VARIANTS = {
     "hf-eager": {"hf": "eager"},
     "hf-sdpa": {"hf": "sdpa"},
     "hf-sdpa-bf16": {"hf": "sdpa", "dtype": "bfloat16"},
+    "hf-eager-tied": {"hf": "eager", "tied": True},
 }
 # Peak dense bfloat16 tensor-core FLOP/s (no sparsity), from NVIDIA's data sheets; matched in this order.
 PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0),
@@ -109,14 +117,14 @@ def model_config(args: argparse.Namespace) -> dict:
     return get_gpt2_config(args.model_size, **overrides)
 
 
-def build_hf_model(cfg: dict, attn_implementation: str) -> nn.Module:
+def build_hf_model(cfg: dict, attn_implementation: str, tied: bool = False) -> nn.Module:
     """transformers' GPT2LMHeadModel with the architecture of `cfg` (same dropout everywhere), returning logits."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     hf_cfg = GPT2Config(vocab_size=cfg["vocab_size"], n_positions=cfg["context_length"], n_embd=cfg["emb_dim"],
                         n_layer=cfg["n_layers"], n_head=cfg["n_heads"], resid_pdrop=cfg["drop_rate"],
                         embd_pdrop=cfg["drop_rate"], attn_pdrop=cfg["drop_rate"],
-                        attn_implementation=attn_implementation)
+                        attn_implementation=attn_implementation, tie_word_embeddings=tied)
     return HFLogits(GPT2LMHeadModel(hf_cfg))
 
 
@@ -126,7 +134,7 @@ def build_variant(name: str, cfg: dict, device: torch.device, example: torch.Ten
     amp_dtype = check_dtype_supported(device, spec.get("dtype", "float32"))
     note = ""
     if "hf" in spec:
-        model = build_hf_model(cfg, spec["hf"]).to(device)
+        model = build_hf_model(cfg, spec["hf"], tied=spec.get("tied", False)).to(device)
     else:
         model = GPTModel(cfg)
         if spec.get("pad_vocab"):
@@ -182,7 +190,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_variant(name: str, args: argparse.Namespace) -> dict:
-    """Train variant `name` for --warmup + --steps steps on random tokens; return its speed and memory."""
+    """Train variant `name` for --warmup + --steps steps on random tokens; return its speed (median step) and memory."""
     device = get_device(args.device)
     baseline_rss = peak_rss_bytes()
     if device.type == "cuda":
@@ -203,15 +211,19 @@ def measure_variant(name: str, args: argparse.Namespace) -> dict:
     for i in range(args.warmup):
         step(i)
     _sync(device)
-    start = time.perf_counter()
-    losses = [step(args.warmup + i) for i in range(args.steps)]
-    _sync(device)
-    elapsed = time.perf_counter() - start
+    losses, step_seconds = [], []
+    for i in range(args.steps):
+        start = time.perf_counter()
+        losses.append(step(args.warmup + i))  # .item() inside waits for the device
+        _sync(device)
+        step_seconds.append(time.perf_counter() - start)
+    median = statistics.median(step_seconds)  # robust to a step slowed down by something else on the machine
     result = {
         "variant": name,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "tokens_per_s": args.steps * args.batch_size * args.context_length / elapsed,
-        "step_ms": 1000 * elapsed / args.steps,
+        "tokens_per_s": args.batch_size * args.context_length / median,
+        "step_ms": 1000 * median,
+        "step_ms_all": [1000 * t for t in step_seconds],
         "last_loss": losses[-1],
         "note": note,
         "baseline_rss_bytes": baseline_rss,
@@ -262,18 +274,22 @@ def format_speed_table(rows: list[dict], mfu_peak: float | None, cfg: dict) -> s
     return "\n".join(lines)
 
 
+def converge_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """(context length, batch size) of the convergence check: the book's chapter 5 settings, tiny with --quick."""
+    return (QUICK["context_length"], QUICK["batch_size"]) if args.quick else (256, 2)
+
+
 def converge(args: argparse.Namespace, names: list[str], device: torch.device) -> dict[str, list[float]]:
     """Train each variant on the-verdict for --converge-steps steps from the same weights; return the step losses."""
     from buildllm.datasets import load_text
     from buildllm.tokenizer import get_gpt2_tokenizer
     from buildllm.training import create_pretraining_dataloaders, train_model
 
-    context, batch = (QUICK["context_length"], QUICK["batch_size"]) if args.quick else (256, 2)
+    context, batch = converge_shape(args)
     cfg = {**model_config(args), "context_length": context, "drop_rate": 0.1}
     text = load_text("the-verdict")
     curves = {}
     for name in names:
-        spec = VARIANTS[name]
         set_seed(args.seed)
         train_loader, val_loader = create_pretraining_dataloaders(text, get_gpt2_tokenizer(), context, batch,
                                                                   seed=args.seed)
@@ -327,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES), help="default gpt2-small")
     parser.add_argument("--context-length", type=int, default=1024, help="tokens per sequence (default 1024)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant (default 20)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed training steps per variant; the median counts (default 20; 0 skips the speed table)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed steps first (compilation happens here; default 5)")
     parser.add_argument("--drop-rate", type=float, default=0.1, help="dropout in every variant (default 0.1)")
@@ -363,36 +380,41 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
-    for name in ("context_length", "batch_size", "steps"):
+    for name in ("context_length", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.steps < 0 or args.converge_steps < 0 or args.steps == args.converge_steps == 0:
+        parser.error("--steps and --converge-steps must be >= 0, and not both 0.")
     try:
         device = get_device(args.device)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     cfg = model_config(args)
-    print(f"Training speed: {'quick tiny model' if args.quick else args.model_size} (emb {cfg['emb_dim']}, "
-          f"{cfg['n_layers']} layers, {cfg['n_heads']} heads), context {args.context_length}, batch "
-          f"{args.batch_size}, dropout {args.drop_rate}, {args.steps} timed steps after {args.warmup} warmup, "
-          f"on {device_name}, torch {torch.__version__}", flush=True)
+    if args.steps:
+        print(f"Training speed: {'quick tiny model' if args.quick else args.model_size} (emb {cfg['emb_dim']}, "
+              f"{cfg['n_layers']} layers, {cfg['n_heads']} heads), context {args.context_length}, batch "
+              f"{args.batch_size}, dropout {args.drop_rate}, {args.steps} timed steps after {args.warmup} warmup, "
+              f"on {device_name}, torch {torch.__version__}", flush=True)
 
     rows = []
-    for name in names:
+    for name in names if args.steps else []:
         rows.append(run_worker(name, args))
         print(f"  measured {name}", flush=True)
-    mfu_peak = peak_tflops(device_name, args.peak_tflops) if device.type == "cuda" else None
-    print()
-    print(format_speed_table(rows, mfu_peak, cfg))
-    baseline = next((r.get("baseline_rss_bytes") for r in rows if r.get("baseline_rss_bytes")), None)
-    if device.type == "cuda":
-        print("peak MiB: torch.cuda.max_memory_allocated (weights, optimizer state, activations).")
-        print(f"MFU: model FLOPs / peak bf16 {mfu_peak} TFLOP/s." if mfu_peak else
-              "MFU: unknown GPU; pass --peak-tflops (its dense bfloat16 peak) to print it.")
-    else:
-        print(f"peak MiB: peak resident memory of each variant's process, including Python and PyTorch "
-              f"(about {baseline / 2**20:.0f} MiB before building the model)." if baseline else
-              "peak MiB: not available on this platform.")
+    if rows:
+        mfu_peak = peak_tflops(device_name, args.peak_tflops) if device.type == "cuda" else None
+        print()
+        print(format_speed_table(rows, mfu_peak, cfg))
+        print(f"tokens/s and ms/step: from the median of the {args.steps} timed steps.")
+        baseline = next((r.get("baseline_rss_bytes") for r in rows if r.get("baseline_rss_bytes")), None)
+        if device.type == "cuda":
+            print("peak MiB: torch.cuda.max_memory_allocated (weights, optimizer state, activations).")
+            print(f"MFU: model FLOPs / peak bf16 {mfu_peak} TFLOP/s." if mfu_peak else
+                  "MFU: unknown GPU; pass --peak-tflops (its dense bfloat16 peak) to print it.")
+        else:
+            print(f"peak MiB: peak resident memory of each variant's process, including Python and PyTorch "
+                  f"(about {baseline / 2**20:.0f} MiB before building the model)." if baseline else
+                  "peak MiB: not available on this platform.")
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -401,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         ours = [n for n in names if "hf" not in VARIANTS[n]]
         if "plain" not in ours:
             ours.insert(0, "plain")
-        print(f"\nConvergence on the-verdict ({args.converge_steps} steps, dropout 0.1, same initial weights):",
-              flush=True)
+        context, batch = converge_shape(args)
+        print(f"\nConvergence on the-verdict: {'quick tiny model' if args.quick else args.model_size}, context "
+              f"{context}, batch {batch}, {args.converge_steps} steps, dropout 0.1, same initial weights, on "
+              f"{device_name}, torch {torch.__version__}:", flush=True)
         curves = converge(args, ours, device)
         print(format_convergence_table(curves))
         png = out_dir / "train_convergence.png"
