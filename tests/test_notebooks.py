@@ -34,6 +34,11 @@ def test_committed_notebook_is_well_formed(notebook):
     assert all(c.execution_count is not None for c in code_cells), f"{notebook} has unexecuted cells"
     errors = [o for c in code_cells for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{notebook} has error outputs"
+    # A plot that shows nothing means the notebook ran with a non-interactive backend (e.g. MPLBACKEND=Agg).
+    blank = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "plt.show()" in c.source
+             and not any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert not blank, (f"{notebook}: cells {blank} call plt.show() but hold no image; re-run it with the "
+                       f"runner without MPLBACKEND=Agg")
 
 
 @pytest.mark.notebook
