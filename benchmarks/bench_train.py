@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
                         help="folder for train_speed.json and train_convergence.png (default runs/benchmarks)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: a 1-layer model (emb 32), context 32, batch 2, 2 steps, 10 convergence steps")
+                        help="smoke run: a 1-layer model (emb 32), context 32, batch 2, 2 steps, 10 convergence steps "
+                             "(options given explicitly keep their values)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one variant, print RESULT json
     return parser
 
@@ -369,9 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quick:
+    if args.quick:  # small values for the options left at their defaults
         for key in ("context_length", "batch_size", "steps", "warmup", "converge_steps"):
-            setattr(args, key, QUICK[key])
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, QUICK[key])
     if args.worker:
         print("RESULT " + json.dumps(measure_variant(args.worker, args)), flush=True)
         return 0
@@ -398,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
               f"on {device_name}, torch {torch.__version__}", flush=True)
 
     rows = []
-    for name in names if args.steps else []:
-        rows.append(run_worker(name, args))
-        print(f"  measured {name}", flush=True)
+    if args.steps:
+        for name in names:
+            rows.append(run_worker(name, args))
+            print(f"  measured {name}", flush=True)
     if rows:
         mfu_peak = peak_tflops(device_name, args.peak_tflops) if device.type == "cuda" else None
         print()

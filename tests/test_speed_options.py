@@ -305,3 +305,14 @@ def test_bench_train_quick(tmp_path):
     report = json.loads((tmp_path / "train_speed.json").read_text())
     assert [row["variant"] for row in report["speed"]] == ["plain", "fast-attention", "hf-sdpa"]
     assert set(report["convergence"]) == {"plain", "fast-attention"}
+
+
+@pytest.mark.script
+def test_bench_train_curves_only_and_bad_step_counts(tmp_path):
+    proc = run_script([BENCH, "--quick", "--steps", "0", "--variants", "plain,hf-eager-tied", "--output-dir",
+                       str(tmp_path)])
+    assert "tokens/s" not in proc.stdout and "Convergence on the-verdict" in proc.stdout
+    report = json.loads((tmp_path / "train_speed.json").read_text())
+    assert report["speed"] == [] and set(report["convergence"]) == {"plain"}  # HF variants only in the speed table
+    bad = run_script([BENCH, "--quick", "--steps", "0", "--converge-steps", "0"], check=False)
+    assert bad.returncode == 2 and "not both 0" in bad.stderr
