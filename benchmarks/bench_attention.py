@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
 from buildllm.attention import MultiHeadAttention, MultiHeadAttentionWrapper  # noqa: E402
-from buildllm.device import get_device  # noqa: E402
+from buildllm.device import describe_device, setup_device  # noqa: E402
 from buildllm.fast_attention import MultiHeadAttentionSDPA  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -365,12 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.emb_dim % args.num_heads:
         parser.error(f"--emb-dim ({args.emb_dim}) must be divisible by --num-heads ({args.num_heads})")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
     try:
-        device = get_device(args.device)
+        device = setup_device(args.device, args.threads)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
     dtype = DTYPES[args.dtype]
@@ -383,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     differences = max_differences(modules, x, "ours") if "ours" in modules else None
 
     shape = f"batch {args.batch_size}, {args.num_tokens} tokens, {args.emb_dim} dims, {args.num_heads} heads"
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}, " \
-        f"{torch.get_num_threads()} threads"
+    device_name = describe_device(device)
     print(f"Causal multi-head attention, {shape}, {args.dtype} on {device_name}; "
           f"fastest of {args.repeats} run(s) after {args.warmup} warm-up(s).")
     att_mb = attention_matrix_bytes(args.batch_size, args.num_heads, args.num_tokens, dtype) / 2**20

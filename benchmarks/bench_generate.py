@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
-from buildllm.device import get_device  # noqa: E402
+from buildllm.device import describe_device, setup_device  # noqa: E402
 from buildllm.generation import generate_text_simple  # noqa: E402
 from buildllm.kv_cache import KVCache, forward_with_cache, generate_cached  # noqa: E402
 from buildllm.model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config  # noqa: E402
@@ -174,12 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("max_new_tokens", "batch_size", "repeats"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
     try:
-        device = get_device(args.device)
+        device = setup_device(args.device, args.threads)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
 
@@ -192,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{model.cfg['context_length']} tokens (past it the cache recomputes; see buildllm.kv_cache)")
     idx = torch.tensor([prompt] * args.batch_size, device=device)  # (batch, prompt tokens)
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{device.type}, {torch.get_num_threads()} threads"
+    device_name = describe_device(device)
     size = "tiny (--quick)" if args.quick else args.model_size
     print(f"Greedy generation, {size} architecture with random weights, prompt of {len(prompt)} tokens, "
           f"{args.max_new_tokens} new tokens, batch {args.batch_size}, on {device_name}; "

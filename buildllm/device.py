@@ -26,6 +26,22 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def setup_device(name: str = "auto", threads: int | None = None) -> torch.device:
+    """`get_device(name)`, after setting PyTorch's CPU threads to `threads` (None: PyTorch's own choice)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}.")
+        torch.set_num_threads(threads)
+    return get_device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """A short name of `device` for tables and plot titles: the GPU's name, or e.g. "cpu, 2 threads"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}, {torch.get_num_threads()} threads"
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's and PyTorch's random number generators (CPU and all GPUs)."""
     random.seed(seed)
