@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -36,6 +37,14 @@ def verdict_text(data_dir) -> str:
     from buildllm.datasets import load_text
 
     return load_text("the-verdict")
+
+
+def load_script(path: str | Path, name: str):
+    """Import the script at `path` as module `name`, to call its functions in this process (no subprocess)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(args: list[str], cwd: Path | None = None, timeout: int = 600, env: dict | None = None,

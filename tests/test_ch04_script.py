@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, load_script, run_script
 
 SCRIPT = str(REPO / "ch04" / "gpt.py")
 pytestmark = pytest.mark.script
@@ -45,10 +44,7 @@ def test_other_seed_small_context_and_size(tmp_path):
 
 def load_script_module():
     """Import ch04/gpt.py by its path, to call main() in this process (fast argument checks)."""
-    spec = importlib.util.spec_from_file_location("ch04_gpt", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "ch04_gpt")
 
 
 def test_help(capsys):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import REPO, run_script
+from conftest import REPO, load_script, run_script
 
 pytestmark = pytest.mark.script
 
@@ -30,12 +30,7 @@ def test_help(script, flag, tmp_path):
 
 
 def test_train_defaults_are_the_books():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpt_train", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    args = module.build_parser().parse_args([])
+    args = load_script(TRAIN, "gpt_train").build_parser().parse_args([])
     assert (args.data, args.epochs, args.lr, args.weight_decay, args.batch_size, args.context_length) == (
         "the-verdict", 10, 4e-4, 0.1, 2, 256)
     assert (args.model_size, args.drop_rate, args.train_ratio, args.seed, args.eval_freq, args.eval_iter) == (

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 
 import pytest
 import torch
 
-from conftest import REPO, run_script
+from conftest import REPO, load_script, run_script
 
 from buildllm.fast_attention import use_fast_attention
 from buildllm.generation import generate
@@ -229,10 +228,7 @@ def test_fused_adamw_falls_back_where_unsupported(monkeypatch):
 
 @pytest.fixture(scope="module")
 def gpt_train():
-    spec = importlib.util.spec_from_file_location("gpt_train", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TRAIN, "gpt_train")
 
 
 def test_speed_flags_default_to_the_book(gpt_train):
