@@ -254,31 +254,14 @@ def create_pretraining_dataloaders(
                 f"context_length={context_length}: {exc}"
             ) from None
     train_dataset, val_dataset = datasets["training"], datasets["validation"]
-    if num_replicas > 1:
-        return _distributed_pretraining_dataloaders(train_dataset, val_dataset, batch_size, seed, num_workers,
-                                                    num_replicas, rank)
-    if len(train_dataset) < batch_size:
-        raise ValueError(
-            f"The training part has {len(train_dataset)} samples of {context_length} tokens, fewer than "
-            f"batch_size={batch_size}: no complete batch. Use a longer text, a smaller batch size or a "
-            f"shorter context length."
-        )
-    train_loader = DataLoader(
-        train_dataset, batch_size=batch_size, sampler=EpochShuffleSampler(train_dataset, seed=seed),
-        drop_last=True, num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
-    )
-    val_loader = DataLoader(
-        val_dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return train_loader, val_loader
-
-
-def _distributed_pretraining_dataloaders(train_dataset, val_dataset, batch_size: int, seed: int, num_workers: int,
-                                         num_replicas: int, rank: int) -> tuple[DataLoader, DataLoader]:
-    """The loaders of one DDP process: its share of the training and validation samples."""
     per_process = len(train_dataset) // num_replicas
     if per_process < batch_size:
+        if num_replicas == 1:
+            raise ValueError(
+                f"The training part has {len(train_dataset)} samples of {context_length} tokens, fewer than "
+                f"batch_size={batch_size}: no complete batch. Use a longer text, a smaller batch size or a "
+                f"shorter context length."
+            )
         raise ValueError(
             f"The training part has {len(train_dataset)} samples; split over {num_replicas} processes each gets "
             f"{per_process}, fewer than the per-process batch_size={batch_size}: no complete batch. Use fewer "
