@@ -1,10 +1,11 @@
 """The concept diagrams (buildllm.diagrams) and the Korean font helper (buildllm.plotting).
 
 Reproducibility: ``python -m buildllm.diagrams`` must write the committed SVGs of notes-ko/figures
-byte for byte. Byte equality holds for the same matplotlib and font versions (fixed id salt, no date,
-glyphs as paths). A machine with another matplotlib version may lay glyphs out slightly differently,
-so there the test compares a normalised form instead: the texts in drawing order (matplotlib writes
-each as an SVG comment) and the number of drawn patches, which still catches a stale figure.
+byte for byte. Byte equality holds for the same matplotlib and font files (fixed id salt, no date, glyphs as
+paths). A machine with another matplotlib version, or with a system-wide NanumGothic that matplotlib
+prefers to the one in koreanize-matplotlib, may draw glyphs slightly differently, so there the test
+compares a normalised form instead: the texts in drawing order (matplotlib writes each as an SVG
+comment) and the number of drawn patches, which still catches a stale figure.
 """
 
 from __future__ import annotations
@@ -12,17 +13,13 @@ from __future__ import annotations
 import re
 import warnings
 
-import matplotlib
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import pytest
+from conftest import REPO, run_script
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # the tests draw but never show
-
-import matplotlib as mpl  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from buildllm import diagrams, plotting  # noqa: E402
-from conftest import REPO, run_script  # noqa: E402
+from buildllm import diagrams, plotting
 
 FIGURES_DIR = REPO / "notes-ko" / "figures"
 NOTES = REPO / "notes-ko"
@@ -47,7 +44,7 @@ EXPECTED = {
 
 def texts_of(fig: Figure) -> list[str]:
     """Every string drawn in the figure."""
-    return [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    return [t.get_text() for t in fig.findobj(mpl.text.Text) if t.get_text()]
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +70,13 @@ def test_each_diagram_is_a_figure_with_korean_labels(name):
         korean = [t for t in texts if HANGUL.search(t)]
         assert len(korean) >= 5, f"{name}: only {len(korean)} Korean labels: {korean}"
         # The Korean font is really used (not a fallback that would draw empty boxes).
-        families = {tuple(t.get_fontfamily()) for t in fig.findobj(matplotlib.text.Text) if HANGUL.search(t.get_text())}
+        families = {tuple(t.get_fontfamily()) for t in fig.findobj(mpl.text.Text) if HANGUL.search(t.get_text())}
         assert all("NanumGothic" in fam for fam in families), families
         # Nothing is drawn outside the canvas: every text lies inside the figure.
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
         width, height = fig.bbox.width, fig.bbox.height
-        for t in fig.findobj(matplotlib.text.Text):
+        for t in fig.findobj(mpl.text.Text):
             if not t.get_text():
                 continue
             box = t.get_window_extent(renderer)
@@ -172,9 +169,15 @@ def test_same_bytes_on_every_run(tmp_path):
     plt.close("all")
 
 
+def same_fonts_as_committed(svg: str) -> bool:
+    """True when this machine draws with what made the committed file: that matplotlib, our NanumGothic."""
+    nanum = mpl.font_manager.findfont("NanumGothic", fallback_to_default=False)
+    return CREATOR.search(svg).group(1) == mpl.__version__ and "koreanize_matplotlib" in nanum
+
+
 def normalised(svg: str) -> tuple[list[str], int]:
     """What a figure shows, independent of glyph placement: its texts in order and its patch count."""
-    return re.findall(r"<!-- (.*?) -->", svg, re.S), svg.count('<g id="patch_')
+    return re.findall(r"<!-- (.*?) -->", svg, re.DOTALL), svg.count('<g id="patch_')
 
 
 def test_committed_figures_are_reproducible_and_up_to_date(generated):
@@ -184,13 +187,12 @@ def test_committed_figures_are_reproducible_and_up_to_date(generated):
     for name in EXPECTED:
         old = (FIGURES_DIR / f"{name}.svg").read_text(encoding="utf-8")
         new = (out / f"{name}.svg").read_text(encoding="utf-8")
-        made_with = CREATOR.search(old).group(1)
-        if made_with == mpl.__version__:
+        if same_fonts_as_committed(old):
             assert old == new, f"notes-ko/figures/{name}.svg is stale: run python -m buildllm.diagrams"
-        else:  # another matplotlib lays glyphs out a little differently; compare what is shown
+        else:  # another matplotlib or a system NanumGothic draws glyphs a little differently; compare what is shown
             assert normalised(old) == normalised(new), (
-                f"notes-ko/figures/{name}.svg differs from the code (committed with matplotlib {made_with}, "
-                f"this is {mpl.__version__}): run python -m buildllm.diagrams"
+                f"notes-ko/figures/{name}.svg differs from the code (committed with matplotlib "
+                f"{CREATOR.search(old).group(1)}, this is {mpl.__version__}): run python -m buildllm.diagrams"
             )
 
 
@@ -217,11 +219,11 @@ def test_use_korean_font_registers_nanum_once():
         assert mpl.rcParams["font.family"] == ["NanumGothic"]
         assert mpl.rcParams["axes.unicode_minus"] is False
         path = mpl.font_manager.findfont("NanumGothic", fallback_to_default=False)
-        assert "koreanize_matplotlib" in path
+        assert path.endswith(".ttf") and "Nanum" in path, path
 
 
 def test_use_korean_font_without_the_package_warns_once(monkeypatch):
-    monkeypatch.setattr(plotting, "_korean_font_files", lambda: [])
+    monkeypatch.setattr(plotting, "_korean_font_files", list)
     monkeypatch.setattr(plotting, "_warned_missing_font", False)
     with mpl.rc_context({"font.family": ["DejaVu Sans"]}):
         with pytest.warns(UserWarning, match="koreanize-matplotlib"):
