@@ -56,8 +56,11 @@ from .config import ConfigError, _check_bool, _check_dropout, _check_int, _Confi
 __all__ = [
     "LlamaConfig", "SMOLLM2_135M_CONFIG", "LLAMA_DTYPES", "RMSNorm", "SiLU", "FeedForward",
     "compute_rope_params", "apply_rope", "GroupedQueryAttention", "TransformerBlock", "LlamaModel",
-    "load_weights_into_llama", "llama_config_from_hf", "build_empty_llama",
+    "load_weights_into_llama", "llama_to_hf_state_dict", "llama_config_from_hf", "build_empty_llama",
 ]
+
+# F.scaled_dot_product_attention takes fewer key/value heads than query heads since PyTorch 2.5.
+_SDPA_HAS_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
 
 # The dtypes a config may name (as strings, so a config stays plain JSON-like data).
 LLAMA_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -283,22 +286,19 @@ class GroupedQueryAttention(nn.Module):
         queries = apply_rope(queries, cos, sin)
         keys = apply_rope(keys, cos, sin)
 
-        if kv_cache is None:
-            mask = torch.triu(torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device), diagonal=1)
-        else:
+        if kv_cache is not None:
             keys, values = kv_cache.update(keys, values)  # (b, num_kv_groups, cached + n, head_dim)
-            mask = kv_cache.mask  # (b or 1, 1, n, cached + n), True = must not attend
-
-        # Each key/value head serves group_size query heads: repeat it for them.
-        keys = keys.repeat_interleave(self.group_size, dim=1)  # (b, num_heads, num_keys, head_dim)
-        values = values.repeat_interleave(self.group_size, dim=1)
-
         if self.fast:
-            context = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=~mask,  # SDPA's boolean mask: True = may attend
-                dropout_p=self.dropout.p if self.training else 0.0,
-            )  # (b, num_heads, n, head_dim)
+            context = self._fused_attention(queries, keys, values, kv_cache)
         else:
+            if kv_cache is None:
+                mask = torch.triu(torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device), diagonal=1)
+            else:
+                mask = kv_cache.mask  # (b or 1, 1, n, cached + n), True = must not attend
+            # Each key/value head serves group_size query heads: repeat it for them.
+            keys = keys.repeat_interleave(self.group_size, dim=1)  # (b, num_heads, num_keys, head_dim)
+            values = values.repeat_interleave(self.group_size, dim=1)
+
             attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, n, num_keys)
             attn_scores = attn_scores.masked_fill(mask, -torch.inf)
             attn_weights = torch.softmax(attn_scores / math.sqrt(self.head_dim), dim=-1)
@@ -307,6 +307,37 @@ class GroupedQueryAttention(nn.Module):
 
         context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # heads side by side
         return self.out_proj(context)  # (b, n, d_in)
+
+    def _fused_attention(self, queries: Tensor, keys: Tensor, values: Tensor, kv_cache) -> Tensor:
+        """The same attention in one call of PyTorch's `F.scaled_dot_product_attention` (``fast=True``).
+
+        SDPA serves every query head from its shared key/value head itself (``enable_gqa``,
+        no repeated copies), and needs no mask tensor in the common cases: a plain causal
+        mask for a whole sequence, none at all for one new token that may see every cached one.
+        """
+        num_tokens, num_keys = queries.shape[2], keys.shape[2]
+        attn_mask, is_causal = None, False
+        if kv_cache is None:
+            is_causal = True
+        else:
+            # Without left padding (the cache's key_padding), the mask is the plain causal one.
+            no_padding = getattr(getattr(kv_cache, "parent", None), "key_padding", "unknown") is None
+            if no_padding and num_tokens == 1:
+                pass  # one new token may see every cached one: no mask at all
+            elif no_padding and num_tokens == num_keys:
+                is_causal = True  # the first step: an ordinary causal mask
+            else:
+                attn_mask = ~kv_cache.mask  # SDPA's boolean mask: True = may attend
+        extra = {}
+        if _SDPA_HAS_GQA:
+            extra["enable_gqa"] = self.group_size > 1
+        else:  # older PyTorch: repeat the key/value heads as the plain path does
+            keys = keys.repeat_interleave(self.group_size, dim=1)
+            values = values.repeat_interleave(self.group_size, dim=1)
+        return F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.dropout.p if self.training else 0.0, **extra,
+        )  # (b, num_heads, n, head_dim)
 
 
 # --- 5. The block and the model ----------------------------------------------------------------------
@@ -435,6 +466,17 @@ def _hf_names(i: int, block: TransformerBlock) -> list[tuple[str, Tensor]]:
         (prefix + "mlp.up_proj.weight", block.ff.fc2.weight),
         (prefix + "mlp.down_proj.weight", block.ff.fc3.weight),
     ]
+
+
+def llama_to_hf_state_dict(model: LlamaModel) -> dict[str, Tensor]:
+    """The parameters of `model` under their Hugging Face names (the inverse of `load_weights_into_llama`)."""
+    state = {"model.embed_tokens.weight": model.tok_emb.weight}
+    for i, block in enumerate(model.trf_blocks):
+        state.update(_hf_names(i, block))
+    state["model.norm.weight"] = model.final_norm.weight
+    if not model.cfg.tie_embeddings:
+        state["lm_head.weight"] = model.out_head.weight
+    return {name: value.detach() for name, value in state.items()}
 
 
 def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor]) -> LlamaModel:

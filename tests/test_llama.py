@@ -130,14 +130,19 @@ def test_kv_cache_generation_equals_uncached_token_for_token():
         assert torch.equal(longer, generate_text_simple(model, prompt, 50, 48))
 
 
-def test_left_padded_batch_generates_what_each_prompt_generates_alone():
-    model = load_weights_into_llama(LlamaModel(TINY).eval(), hf_llama(TINY).state_dict())
+@pytest.mark.parametrize("fast", [False, True])
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(fast):
+    model = load_weights_into_llama(LlamaModel({**TINY, "fast": fast}).eval(), hf_llama(TINY).state_dict())
     prompts = [[5, 17, 42, 99, 3, 250, 7], [11, 12], [200, 201, 202, 203]]
     idx, mask = left_pad(prompts, pad_id=0)
     batch = generate(model, idx, 12, 64, use_cache=True, attention_mask=mask)
     for row, prompt in enumerate(prompts):
         alone = generate_text_simple(model, torch.tensor([prompt]), 12, 64)[0, len(prompt):]
         assert torch.equal(batch[row, idx.shape[1]:], alone)
+    # A batch of one with padding in front: the padding must stay masked in every step.
+    one = torch.tensor([[0, 0, 0, 11, 12]])
+    padded = generate(model, one, 12, 64, use_cache=True, attention_mask=torch.tensor([[0, 0, 0, 1, 1]]))
+    assert torch.equal(padded[0, 5:], generate_text_simple(model, torch.tensor([[11, 12]]), 12, 64)[0, 2:])
 
 
 def test_rope_rotates_pairs_and_keeps_lengths():
@@ -253,3 +258,16 @@ def test_bfloat16_model_runs_close_to_float32():
         a, b = f32(idx), bf16(idx)
     assert b.dtype == torch.bfloat16
     assert (a - b.float()).abs().max() < 0.1 * a.abs().max()
+
+
+def test_export_to_hugging_face_names_round_trips():
+    from buildllm.llama import llama_to_hf_state_dict
+
+    for tie in (True, False):
+        cfg = {**TINY, "tie_embeddings": tie}
+        hf = hf_llama(cfg)
+        ours = load_weights_into_llama(LlamaModel(cfg), hf.state_dict())
+        exported = llama_to_hf_state_dict(ours)
+        assert ("lm_head.weight" in exported) is not tie
+        for name, value in exported.items():
+            assert torch.equal(value, hf.state_dict()[name]), name

@@ -23,7 +23,7 @@ from tiny_gguf import CHAT_TEMPLATE, write_tiny_llama_gguf, write_wheel
 import buildllm.smollm2 as smollm2
 from buildllm.download import ChecksumError
 from buildllm.gguf_llama import GGUFError
-from buildllm.llama import LlamaModel, _hf_names, load_weights_into_llama
+from buildllm.llama import LlamaModel, llama_to_hf_state_dict, load_weights_into_llama
 from buildllm.smollm2 import SmolLM2Tokenizer
 from buildllm.sources import WeightsError, WeightsUnavailableError
 from buildllm.tokenizer import read_gpt2_bpe_file
@@ -447,9 +447,7 @@ def test_real_weights_equal_transformers_gguf_loader(real_smollm2):
     hf = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
                                                            dtype=torch.float32)
     theirs = hf.state_dict()
-    pairs = [("model.embed_tokens.weight", model.tok_emb.weight), ("model.norm.weight", model.final_norm.weight)]
-    for i, block in enumerate(model.trf_blocks):
-        pairs += _hf_names(i, block)  # the Hugging Face name of each of our parameters
-    for name, value in pairs:
+    ours = llama_to_hf_state_dict(model)  # our parameters under their Hugging Face names
+    for name, value in ours.items():
         assert torch.equal(theirs[name], value), name
-    print(f"{len(pairs)} tensors equal to transformers' GGUF loader, weight for weight")
+    print(f"{len(ours)} tensors equal to transformers' GGUF loader, weight for weight")

@@ -77,7 +77,8 @@ def _hf_weights(cfg: dict, seed: int) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
-_TO_GGUF = {"model.embed_tokens.weight": ("token_embd.weight", Q.Q8_0), "model.norm.weight": ("output_norm.weight", Q.F32),
+_TO_GGUF = {"model.embed_tokens.weight": ("token_embd.weight", Q.Q8_0),
+            "model.norm.weight": ("output_norm.weight", Q.F32),
             "lm_head.weight": ("output.weight", Q.Q8_0)}
 _BLOCK = {"input_layernorm.weight": ("attn_norm.weight", Q.F32), "self_attn.q_proj.weight": ("attn_q.weight", Q.Q4_1),
           "self_attn.k_proj.weight": ("attn_k.weight", Q.Q4_1), "self_attn.v_proj.weight": ("attn_v.weight", Q.Q4_1),
