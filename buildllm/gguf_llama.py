@@ -56,26 +56,30 @@ class GGUFError(ValueError):
 # --- Dequantization ----------------------------------------------------------------------------------
 
 
-def _blocks(raw: np.ndarray, bytes_per_block: int) -> Tensor:
-    """The raw bytes of a quantized tensor as a (num_blocks, bytes_per_block) uint8 tensor."""
-    flat = torch.from_numpy(np.array(raw, dtype=np.uint8).reshape(-1))  # a copy: the file is mapped read-only
-    if flat.numel() % bytes_per_block:
-        raise GGUFError(f"A quantized tensor has {flat.numel()} bytes, not a whole number of {bytes_per_block}-byte "
+# NumPy, not PyTorch, for these few element-wise steps: NumPy runs them in one thread, which is
+# as fast here and never waits for a second thread that another busy process holds up.
+
+
+def _blocks(raw: np.ndarray, bytes_per_block: int) -> np.ndarray:
+    """The raw bytes of a quantized tensor as a (num_blocks, bytes_per_block) uint8 array."""
+    flat = np.asarray(raw, dtype=np.uint8).reshape(-1)
+    if flat.size % bytes_per_block:
+        raise GGUFError(f"A quantized tensor has {flat.size} bytes, not a whole number of {bytes_per_block}-byte "
                         f"blocks: the file is corrupt.")
-    return flat.view(-1, bytes_per_block)
+    return flat.reshape(-1, bytes_per_block)
 
 
-def _float16(two_bytes: Tensor) -> Tensor:
+def _float16(two_bytes: np.ndarray) -> np.ndarray:
     """(num_blocks, 2) uint8 -> (num_blocks, 1) float32, read as little-endian float16."""
-    return two_bytes.contiguous().view(torch.float16).float()
+    return np.ascontiguousarray(two_bytes).view("<f2").astype(np.float32)
 
 
 def dequantize_q8_0(raw: np.ndarray, rows: int, cols: int) -> Tensor:
     """Q8_0 blocks (2-byte scale d, 32 int8 q) -> float32 (rows, cols): w = d * q."""
     blocks = _blocks(raw, 2 + BLOCK)  # (num_blocks, 34)
     d = _float16(blocks[:, :2])  # (num_blocks, 1)
-    q = blocks[:, 2:].contiguous().view(torch.int8).float()  # (num_blocks, 32)
-    return (d * q).reshape(rows, cols)
+    q = np.ascontiguousarray(blocks[:, 2:]).view(np.int8).astype(np.float32)  # (num_blocks, 32)
+    return torch.from_numpy((d * q).reshape(rows, cols))
 
 
 def dequantize_q4_1(raw: np.ndarray, rows: int, cols: int) -> Tensor:
@@ -84,8 +88,8 @@ def dequantize_q4_1(raw: np.ndarray, rows: int, cols: int) -> Tensor:
     d = _float16(blocks[:, 0:2])  # (num_blocks, 1)
     m = _float16(blocks[:, 2:4])
     packed = blocks[:, 4:]  # (num_blocks, 16): two 4-bit numbers per byte
-    q = torch.cat([packed & 0x0F, packed >> 4], dim=1).float()  # (num_blocks, 32): low nibbles first
-    return (d * q + m).reshape(rows, cols)
+    q = np.concatenate([packed & 0x0F, packed >> 4], axis=1).astype(np.float32)  # (num_blocks, 32): low nibbles first
+    return torch.from_numpy((d * q + m).reshape(rows, cols))
 
 
 def dequantize(tensor) -> Tensor:
@@ -99,7 +103,7 @@ def dequantize(tensor) -> Tensor:
     if kind == Q.F32:
         out = torch.from_numpy(np.array(tensor.data, dtype=np.float32))
     elif kind == Q.F16:
-        out = torch.from_numpy(np.array(tensor.data, dtype=np.float16)).float()
+        out = torch.from_numpy(np.asarray(tensor.data, dtype=np.float16).astype(np.float32))
     elif kind == Q.Q8_0:
         out = dequantize_q8_0(tensor.data, rows, cols)
     elif kind == Q.Q4_1:
@@ -309,7 +313,7 @@ def read_llama_gguf(path: str | os.PathLike, reader=None) -> GGUFModel:
             raise GGUFError(f"{path}: the tensor {tensor.name!r} has no place in a Llama model (this reader knows "
                             f"token_embd, output_norm, output and blk.N.attn_*/ffn_*). Is it a Llama GGUF?") from None
         weight = dequantize(tensor)
-        if not torch.isfinite(weight).all():
+        if not np.isfinite(weight.numpy()).all():
             raise GGUFError(f"{path}: tensor {tensor.name} holds NaN or infinite numbers: the file is corrupt. Delete "
                             f"it and fetch it again.")
         if tensor.name.endswith("attn_q.weight"):

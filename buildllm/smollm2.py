@@ -561,7 +561,7 @@ def _load_hf(name: str, root: Path, device, dtype: str) -> tuple[LlamaModel, Smo
         raise WeightsError(f"The Hugging Face files of {name} in {folder} cannot be read ({type(exc).__name__}: "
                            f"{exc}). Delete the folder and download them again.") from None
     model = build_empty_llama(cfg, device)
-    load_weights_into_llama(model, state_dict)
+    load_weights_into_llama(model, state_dict, assign=True)  # the tensors were read for this model only
     model.weights_source = f"Hugging Face {SMOLLM2_HF_REPOS[name]} (safetensors, full precision)"
     return model.eval(), tokenizer
 
@@ -661,7 +661,7 @@ def load_smollm2(name: str = "smollm2-135m-instruct", models_dir: str | os.PathL
         raise WeightsError(f"The SmolLM2 cache in {paths['manifest'].parent} cannot be read ({exc}). Delete "
                            f"{paths['manifest']} to rebuild it.") from None
     model = build_empty_llama({**manifest["config"], "dtype": dtype}, device)
-    load_weights_into_llama(model, state_dict)
+    load_weights_into_llama(model, state_dict, assign=True)  # the tensors were read for this model only
     model.weights_source = (f"{manifest['source']} from {SMOLLM2_PIP_REQUIREMENT} (4-bit Q4_1, dequantized to "
                             f"float32)")
     return model.eval(), tokenizer

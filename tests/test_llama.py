@@ -271,3 +271,20 @@ def test_export_to_hugging_face_names_round_trips():
         assert ("lm_head.weight" in exported) is not tie
         for name, value in exported.items():
             assert torch.equal(value, hf.state_dict()[name]), name
+
+
+def test_assign_uses_the_given_tensors_without_copying():
+    cfg = {**TINY, "tie_embeddings": True}
+    state = {k: v.clone() for k, v in hf_llama(cfg).state_dict().items()}
+    model = load_weights_into_llama(build_empty_llama(cfg), state, assign=True)
+    assert model.tok_emb.weight.data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    assert model.out_head.weight is model.tok_emb.weight
+    copied = load_weights_into_llama(LlamaModel(cfg), state)
+    assert copied.tok_emb.weight.data_ptr() != state["model.embed_tokens.weight"].data_ptr()
+    idx = torch.randint(0, 300, (1, 7))
+    with torch.no_grad():
+        assert torch.equal(model(idx), copied(idx))
+    # A bfloat16 state dict in a float32 model is converted (copied), not assigned.
+    bf16 = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    converted = load_weights_into_llama(LlamaModel(cfg), bf16, assign=True)
+    assert converted.tok_emb.weight.dtype == torch.float32
