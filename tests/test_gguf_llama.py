@@ -19,7 +19,12 @@ from buildllm.gguf_llama import (
     read_llama_gguf,
     unpermute_qk,
 )
-from buildllm.llama import LlamaModel, apply_rope, compute_rope_params, load_weights_into_llama
+from buildllm.llama import (
+    LlamaModel,
+    apply_rope,
+    compute_rope_params,
+    load_weights_into_llama,
+)
 
 
 @pytest.mark.parametrize("kind, ours", [(Q.Q8_0, dequantize_q8_0), (Q.Q4_1, dequantize_q4_1)])
