@@ -17,8 +17,8 @@ numbers that share a scale, a few bits per number. We read the file with the
    (0,1), (2,3) ...; Hugging Face's (and ours) rotates dimension i with
    i + head_dim/2. The converter that wrote the file reordered the rows of W_q
    and W_k so that llama.cpp's rotation gives the same result; we undo that.
-   Forgetting it still gives a model that runs, only a much worse one (SmolLM2:
-   cross-entropy 5.9 instead of 3.8 per token on the-verdict).
+   Forgetting it still gives a model that runs, only a much worse one (SmolLM2 on
+   the-verdict, windows of 256 tokens: cross-entropy 5.48 instead of 3.84 per token).
 
 Quantization formats (one block = 32 weights of one row):
 
