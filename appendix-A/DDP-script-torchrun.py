@@ -30,43 +30,48 @@ your PATH, ``python -m torch.distributed.run`` is the same program.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
+from buildllm.cli import UserError, device_name, make_parser, positive_float, positive_int, run_main
 from buildllm.distributed import DistributedLaunchError, cleanup, print0, setup_from_env
 from buildllm.primer import train_toy_ddp
 
 SCRIPT = "appendix-A/DDP-script-torchrun.py"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Launch with: torchrun --nproc_per_node=2 " + SCRIPT)
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3, as in the book)")
-    parser.add_argument("--batch-size", type=int, default=2, help="batch size per process (default 2)")
-    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
+def build_parser():
+    parser = make_parser(__doc__.split("\n\n")[0], epilog="Launch with: torchrun --nproc_per_node=2 " + SCRIPT)
+    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="batch size per process")
+    parser.add_argument("--lr", type=positive_float, default=0.5, help="SGD learning rate")
     parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: GPU cuda:LOCAL_RANK when CUDA is available, else CPU (default auto)")
-    args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be at least 1")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (GPU cuda:LOCAL_RANK when CUDA is available, else CPU), cuda or cpu; each "
+                             "process picks its own GPU, so cuda:N and mps do not apply")
+    return parser
 
+
+def run(args) -> int:
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {args.device}: under torchrun each process uses cuda:LOCAL_RANK; give auto, "
+                        f"cuda or cpu.")
     try:
         info = setup_from_env(device=args.device, script=SCRIPT)
     except DistributedLaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print0(f"{info.world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
-           f"{info.device}", flush=True)
+        raise UserError(str(exc)) from None
+    print0(f"프로세스 {info.world_size}개, 백엔드 {torch.distributed.get_backend()}, 랭크 0의 장치 {info.device}",
+           flush=True)
     train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
                                         batch_size=args.batch_size, lr=args.lr)
-    print0(f"Training accuracy: {train_acc:.2f}", flush=True)
-    print0(f"Test accuracy: {test_acc:.2f}", flush=True)
+    print0(f"훈련 정확도 {train_acc:.2f}, 테스트 정확도 {test_acc:.2f}", flush=True)
     cleanup()  # only after success: after an error, exit and let the launcher stop the other ranks
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

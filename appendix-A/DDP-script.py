@@ -19,15 +19,13 @@ To launch with torchrun instead (also across machines), see DDP-script-torchrun.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 import torch.multiprocessing as mp
 
-from buildllm.distributed import (
-    DEFAULT_MASTER_PORT, PortInUseError, check_port_free, cleanup, ddp_setup, print0,
-)
+from buildllm.cli import UserError, device_name, make_parser, positive_float, positive_int, run_main
+from buildllm.distributed import DEFAULT_MASTER_PORT, PortInUseError, check_port_free, cleanup, ddp_setup, print0
 from buildllm.primer import train_toy_ddp
 
 
@@ -36,56 +34,57 @@ def default_world_size() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 2
 
 
-def worker(rank: int, world_size: int, args: argparse.Namespace) -> None:
+def worker(rank: int, world_size: int, args) -> None:
     """What each spawned process runs: join the group, train, report from rank 0, leave the group."""
     info = ddp_setup(rank, world_size, master_addr=args.master_addr, master_port=args.master_port,
                      device=args.device)
     if info.device.type == "cpu":
         torch.set_num_threads(1)  # the processes share the CPU cores; one thread each avoids oversubscription
-    print0(f"{world_size} process(es), backend {torch.distributed.get_backend()}, device of rank 0: "
-           f"{info.device}", flush=True)
+    print0(f"프로세스 {world_size}개, 백엔드 {torch.distributed.get_backend()}, 랭크 0의 장치 {info.device}", flush=True)
     train_acc, test_acc = train_toy_ddp(info, num_epochs=args.epochs, seed=args.seed,
                                         batch_size=args.batch_size, lr=args.lr)
-    print0(f"Training accuracy: {train_acc:.2f}", flush=True)
-    print0(f"Test accuracy: {test_acc:.2f}", flush=True)
+    print0(f"훈련 정확도 {train_acc:.2f}, 테스트 정확도 {test_acc:.2f}", flush=True)
     cleanup()  # only after success: after an error, exit and let the launcher stop the other ranks
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world-size", type=int, default=None,
+def build_parser():
+    parser = make_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--world-size", type=positive_int, default=None,
                         help="number of processes (default: number of GPUs, or 2 on a CPU-only machine)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3, as in the book)")
-    parser.add_argument("--batch-size", type=int, default=2, help="batch size per process (default 2)")
-    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="batch size per process")
+    parser.add_argument("--lr", type=positive_float, default=0.5, help="SGD learning rate")
     parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: one GPU per process when CUDA is available, else CPU (default auto)")
-    parser.add_argument("--master-addr", default="localhost", help="address of rank 0 (default localhost)")
-    parser.add_argument("--master-port", type=int, default=DEFAULT_MASTER_PORT,
-                        help=f"free TCP port for the rendezvous (default {DEFAULT_MASTER_PORT})")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (one GPU per process when CUDA is available, else CPU), cuda or cpu; each process "
+                             "picks its own GPU, so cuda:N and mps do not apply")
+    parser.add_argument("--master-addr", default="localhost", help="address of rank 0")
+    parser.add_argument("--master-port", type=positive_int, default=DEFAULT_MASTER_PORT,
+                        help="free TCP port for the rendezvous")
+    return parser
 
+
+def run(args) -> int:
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {args.device}: under DDP each process uses its own GPU (cuda:RANK); give auto, "
+                        f"cuda or cpu.")
     if args.world_size is None:
         args.world_size = default_world_size() if args.device != "cpu" else 2
-    if args.world_size < 1:
-        parser.error(f"--world-size must be at least 1, got {args.world_size}")
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be at least 1")
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if use_cuda and args.world_size > torch.cuda.device_count():
-        parser.error(f"--world-size {args.world_size} needs {args.world_size} GPUs, but "
-                     f"{torch.cuda.device_count()} are visible; lower it or use --device cpu")
+        raise UserError(f"--world-size {args.world_size} needs {args.world_size} GPUs, but "
+                        f"{torch.cuda.device_count()} are visible; lower it or use --device cpu.")
     try:
         check_port_free(args.master_port, args.master_addr)
     except (PortInUseError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+        raise UserError(f"{exc} Pass it with --master-port (with torchrun: --master-port or --rdzv-endpoint).") from None
     # spawn calls worker(rank, world_size, args) in world_size new processes, rank = 0 .. world_size-1.
     mp.spawn(worker, args=(args.world_size, args), nprocs=args.world_size, join=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,46 +1,15 @@
-"""What chapters 2-6 built and appendix E uses, re-exported (the code lives in the buildllm package)."""
+"""What chapters 2-6 built, re-exported for appendix E (the code lives in the buildllm package)."""
 
-from buildllm.classification import (
-    SpamDataset,
-    add_classification_head,
-    calc_accuracy_loader,
-    calc_loss_batch,
-    calc_loss_loader,
-    classify_review,
-    create_balanced_dataset,
-    create_spam_dataloaders,
-    load_base_model,
-    load_sms_spam,
-    prepare_spam_splits,
-    random_split,
-    train_classifier_simple,
-)
-from buildllm.gpt2 import load_pretrained_gpt, load_weights_into_gpt
-from buildllm.model import GPT_CONFIG_124M, GPTModel, get_gpt2_config
-from buildllm.plotting import plot_values
-from buildllm.tokenizer import get_gpt2_tokenizer
-from buildllm.training import load_model
+from buildllm.attention import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2  # noqa: F401
+from buildllm.checkpoints import load_model, save_model  # noqa: F401
+from buildllm.classification import add_classification_head, calc_accuracy_loader, calc_class_loss_batch, class_loss_fn, classify_review, create_balanced_dataset, create_spam_dataloaders, load_sms_spam, prepare_spam_splits, random_split, SpamDataset, train_classifier_simple  # noqa: F401
+from buildllm.data import create_dataloader_v1, GPTDatasetV1  # noqa: F401
+from buildllm.generation import generate, generate_text_simple, text_to_token_ids, token_ids_to_text  # noqa: F401
+from buildllm.gpt2 import download_and_load_gpt2, load_pretrained_gpt, load_weights_into_gpt  # noqa: F401
+from buildllm.model import FeedForward, GELU, GPT_CONFIG_124M, GPTModel, LayerNorm, TransformerBlock  # noqa: F401
+from buildllm.plotting import plot_losses, plot_values  # noqa: F401
+from buildllm.pretrained import load_base_model  # noqa: F401
+from buildllm.tokenizer import get_gpt2_tokenizer, SimpleTokenizerV1, SimpleTokenizerV2  # noqa: F401
+from buildllm.training import calc_loss_batch, calc_loss_loader, evaluate_model, generate_and_print_sample, train_model_simple  # noqa: F401
 
-__all__ = [
-    "GPT_CONFIG_124M",
-    "GPTModel",
-    "SpamDataset",
-    "add_classification_head",
-    "calc_accuracy_loader",
-    "calc_loss_batch",
-    "calc_loss_loader",
-    "classify_review",
-    "create_balanced_dataset",
-    "create_spam_dataloaders",
-    "get_gpt2_config",
-    "get_gpt2_tokenizer",
-    "load_base_model",
-    "load_model",
-    "load_pretrained_gpt",
-    "load_sms_spam",
-    "load_weights_into_gpt",
-    "plot_values",
-    "prepare_spam_splits",
-    "random_split",
-    "train_classifier_simple",
-]
+__all__ = sorted(name for name in dir() if not name.startswith("_"))

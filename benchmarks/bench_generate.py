@@ -3,8 +3,8 @@
 Greedy decoding of `--max-new-tokens` tokens after the prompt "Hello, I am" with a
 GPT-2-shaped model (random weights: speed does not depend on what the weights
 learned), once with `buildllm.generation.generate_text_simple` (the whole sequence
-again at every step) and once with `buildllm.kv_cache.generate_cached` (prefill,
-then one token per step). The script checks that both produce the same tokens,
+again at every step) and once with ``use_cache=True`` (a `buildllm.kv_cache.KVCache`:
+prefill, then one token per step). The script checks that both produce the same tokens,
 prints tokens per second and the speed-up, times one step of each method at
 about 20 sequence lengths, and writes a PNG with both.
 
@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 
 from buildllm.device import describe_device, setup_device  # noqa: E402
 from buildllm.generation import generate_text_simple  # noqa: E402
-from buildllm.kv_cache import KVCache, forward_with_cache, generate_cached  # noqa: E402
+from buildllm.kv_cache import KVCache  # noqa: E402
 from buildllm.model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config  # noqa: E402
 
 QUICK_CONFIG = {"emb_dim": 64, "n_layers": 2, "n_heads": 4, "context_length": 64}
@@ -49,10 +49,7 @@ def time_generation(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bo
     for _ in range(repeats):
         _sync(idx.device)
         start = time.perf_counter()
-        if use_cache:
-            out = generate_cached(model, idx, max_new_tokens, context_size)
-        else:
-            out = generate_text_simple(model, idx, max_new_tokens, context_size)
+        out = generate_text_simple(model, idx, max_new_tokens, context_size, use_cache=use_cache)
         _sync(idx.device)
         times.append(time.perf_counter() - start)
     return min(times), out
@@ -78,12 +75,12 @@ def step_latency(model, lengths: list[int], use_cache: bool, batch_size: int = 1
         best = float("inf")
         for _ in range(repeats):
             if use_cache:
-                cache = KVCache(model, batch_size)
-                forward_with_cache(model, tokens[:, : n - 1], cache)  # prefill, not timed
+                cache = KVCache(cfg["context_length"])
+                model(tokens[:, : n - 1], kv_cache=cache)  # prefill, not timed
             _sync(device)
             start = time.perf_counter()
             if use_cache:
-                forward_with_cache(model, tokens[:, n - 1 : n], cache)  # (b, 1, vocab)
+                model(tokens[:, n - 1 : n], kv_cache=cache)  # (b, 1, vocab)
             else:
                 model(tokens[:, :n])  # (b, n, vocab)
             _sync(device)
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Greedy generation, {size} architecture with random weights, prompt of {len(prompt)} tokens, "
           f"{args.max_new_tokens} new tokens, batch {args.batch_size}, on {device_name}; "
           f"fastest of {args.repeats} run(s) after one warm-up.")
-    generate_cached(model, idx, 2, None)  # warm-up: first calls allocate and pick kernels
+    generate_text_simple(model, idx, 2, model.cfg["context_length"], use_cache=True)  # warm-up: allocate, pick kernels
     results, outputs = {}, {}
     for name, use_cache in (("uncached (recompute)", False), ("KV cache", True)):
         results[name], outputs[name] = time_generation(model, idx, args.max_new_tokens, use_cache, args.repeats)

@@ -1,19 +1,22 @@
 """Training speed, memory and convergence of chapter 5's GPT with each opt-in speed setting, beside Hugging Face's GPT-2.
 
 Every variant trains the same architecture on the same random batches with AdamW
-(lr 4e-4, weight decay 0.1, the book's settings) through `buildllm.training.train_step`:
+(lr 4e-4, weight decay 0.1, the book's settings) through `buildllm.trainer.train_step`:
 
     plain            the teaching model, float32 (the book)
-    fast-attention   buildllm.fast_attention (scaled_dot_product_attention, fused QKV)
+    fast             the config's "fast": True (scaled_dot_product_attention with one QKV product,
+                     F.layer_norm, F.gelu): the same parameters
+    fast-tied        fast, with the output layer tied to the token embedding (GPT-2 as published)
     bf16             torch.autocast to bfloat16
     compile          torch.compile (falls back to plain, and says so, where it cannot compile)
     fused-adamw      AdamW(fused=True)
     pad-vocab        vocabulary padded 50257 -> 50304 (zero rows, padding logits masked)
-    all              all of the above together
+    all              fast, bf16, compile, fused-adamw and pad-vocab together
     hf-eager         transformers' GPT2LMHeadModel, attn_implementation="eager", float32
     hf-sdpa          the same with attn_implementation="sdpa"
     hf-sdpa-bf16     the same under bfloat16 autocast
     hf-eager-tied    hf-eager with GPT-2's weight tying (output layer = token embedding)
+    hf-sdpa-tied     hf-sdpa with weight tying: the reference for fast-tied
 
 The hf-* variants are built with our configuration: the same sizes and dropout,
 and an output layer of its own (tie_word_embeddings=False), as the book's
@@ -41,6 +44,8 @@ those curves should track the plain one, not match it step for step.
     python benchmarks/bench_train.py --batch-size 4 --steps 10 --variants plain,bf16,compile
     python benchmarks/bench_train.py --device cpu --context-length 256 --batch-size 2 --converge-steps 0   # a CPU
     python benchmarks/bench_train.py --device cpu --steps 0 --converge-steps 50 --variants plain,bf16,all  # curves only
+    python benchmarks/bench_train.py --device cpu --emb-dim 256 --n-layers 4 --n-heads 4 --context-length 128 \\
+        --batch-size 8 --converge-steps 0 --variants plain,fast,hf-sdpa,fast-tied,hf-sdpa-tied   # small, CPU
     python benchmarks/bench_train.py --quick                  # smoke run: a tiny model, a few steps
 """
 
@@ -67,28 +72,24 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
 from buildllm.device import get_device, set_seed  # noqa: E402
-from buildllm.fast_attention import use_fast_attention  # noqa: E402
 from buildllm.model import GPT2_SIZES, GPTModel, get_gpt2_config  # noqa: E402
-from buildllm.speed import (  # noqa: E402
-    check_dtype_supported,
-    compile_model,
-    make_adamw,
-    pad_vocab,
-)
-from buildllm.training import train_step  # noqa: E402
+from buildllm.speed import check_dtype_supported, compile_model, make_adamw, pad_vocab_size  # noqa: E402
+from buildllm.trainer import train_step  # noqa: E402
 
 VARIANTS = {
     "plain": {},
-    "fast-attention": {"fast_attention": True},
+    "fast": {"fast": True},
+    "fast-tied": {"fast": True, "tied": True},
     "bf16": {"dtype": "bfloat16"},
     "compile": {"compile": True},
     "fused-adamw": {"fused_adamw": True},
     "pad-vocab": {"pad_vocab": True},
-    "all": {"fast_attention": True, "dtype": "bfloat16", "compile": True, "fused_adamw": True, "pad_vocab": True},
+    "all": {"fast": True, "dtype": "bfloat16", "compile": True, "fused_adamw": True, "pad_vocab": True},
     "hf-eager": {"hf": "eager"},
     "hf-sdpa": {"hf": "sdpa"},
     "hf-sdpa-bf16": {"hf": "sdpa", "dtype": "bfloat16"},
     "hf-eager-tied": {"hf": "eager", "tied": True},
+    "hf-sdpa-tied": {"hf": "sdpa", "tied": True},
 }
 # Peak dense bfloat16 tensor-core FLOP/s (no sparsity), from NVIDIA's data sheets; matched in this order.
 PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0),
@@ -112,8 +113,11 @@ class HFLogits(nn.Module):
 def model_config(args: argparse.Namespace) -> dict:
     """The GPT config of the run: --model-size at --context-length (a tiny model with --quick)."""
     overrides = {"context_length": args.context_length, "drop_rate": args.drop_rate}
-    if args.quick:
-        overrides.update(emb_dim=QUICK["emb_dim"], n_layers=QUICK["n_layers"], n_heads=QUICK["n_heads"])
+    for key in ("emb_dim", "n_layers", "n_heads"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+        elif args.quick:
+            overrides[key] = QUICK[key]
     return get_gpt2_config(args.model_size, **overrides)
 
 
@@ -136,12 +140,10 @@ def build_variant(name: str, cfg: dict, device: torch.device, example: torch.Ten
     if "hf" in spec:
         model = build_hf_model(cfg, spec["hf"], tied=spec.get("tied", False)).to(device)
     else:
-        model = GPTModel(cfg)
+        options = {"fast": spec.get("fast", False), "tie_weights": spec.get("tied", False)}
         if spec.get("pad_vocab"):
-            pad_vocab(model)
-        if spec.get("fast_attention"):
-            use_fast_attention(model)
-        model.to(device)
+            options["padded_vocab_size"] = pad_vocab_size(cfg["vocab_size"])
+        model = GPTModel({**cfg, **options}).to(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         optimizer = make_adamw(model.parameters(), LR, WEIGHT_DECAY, fused=spec.get("fused_adamw", False))
@@ -239,7 +241,9 @@ def measure_variant(name: str, args: argparse.Namespace) -> dict:
 
 def run_worker(name: str, args: argparse.Namespace, timeout: int = 3600) -> dict:
     """Measure one variant in a fresh Python process (its own peak memory); return its result or the error."""
-    cmd = [sys.executable, __file__, "--worker", name, "--model-size", args.model_size,
+    shape = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in ("emb_dim", "n_layers", "n_heads")
+             if getattr(args, key) is not None]
+    cmd = [sys.executable, __file__, "--worker", name, "--model-size", args.model_size, *shape,
            "--context-length", str(args.context_length), "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
            "--drop-rate", str(args.drop_rate), "--seed", str(args.seed), "--compile-backend", args.compile_backend]
@@ -283,7 +287,7 @@ def converge(args: argparse.Namespace, names: list[str], device: torch.device) -
     """Train each variant on the-verdict for --converge-steps steps from the same weights; return the step losses."""
     from buildllm.datasets import load_text
     from buildllm.tokenizer import get_gpt2_tokenizer
-    from buildllm.training import create_pretraining_dataloaders, train_model
+    from buildllm.trainer import TrainRun, create_pretraining_dataloaders, train_model
 
     context, batch = converge_shape(args)
     cfg = {**model_config(args), "context_length": context, "drop_rate": 0.1}
@@ -296,9 +300,9 @@ def converge(args: argparse.Namespace, names: list[str], device: torch.device) -
         example = next(iter(train_loader))[0].to(device)
         model, optimizer, amp_dtype, note = build_variant(name, cfg, device, example, args.compile_backend)
         epochs = math.ceil(args.converge_steps / len(train_loader))
-        state = train_model(model, train_loader, val_loader, optimizer, device, num_epochs=epochs,
-                            eval_freq=10**9, eval_iter=1, max_steps=args.converge_steps, progress=False,
-                            is_main_process=False, amp_dtype=amp_dtype)  # silent
+        run = TrainRun(device=device, num_epochs=epochs, eval_freq=10**9, eval_iter=1, max_steps=args.converge_steps,
+                       progress=False, is_main_process=False, amp_dtype=amp_dtype)  # silent
+        state = train_model(model, train_loader, val_loader, optimizer, run)
         curves[name] = state.step_losses
         print(f"  {name}: {len(state.step_losses)} steps{' (' + note + ')' if note else ''}", flush=True)
         del model, optimizer
@@ -341,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES), help="default gpt2-small")
+    parser.add_argument("--emb-dim", type=int, help="override the embedding size of --model-size")
+    parser.add_argument("--n-layers", type=int, help="override the number of transformer blocks")
+    parser.add_argument("--n-heads", type=int, help="override the number of attention heads")
     parser.add_argument("--context-length", type=int, default=1024, help="tokens per sequence (default 1024)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
     parser.add_argument("--steps", type=int, default=20,
@@ -394,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     cfg = model_config(args)
     if args.steps:
-        print(f"Training speed: {'quick tiny model' if args.quick else args.model_size} (emb {cfg['emb_dim']}, "
+        print(f"Training speed: {'quick tiny model' if args.quick else args.model_size} shape (emb {cfg['emb_dim']}, "
               f"{cfg['n_layers']} layers, {cfg['n_heads']} heads), context {args.context_length}, batch "
               f"{args.batch_size}, dropout {args.drop_rate}, {args.steps} timed steps after {args.warmup} warmup, "
               f"on {device_name}, torch {torch.__version__}", flush=True)

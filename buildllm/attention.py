@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class SelfAttention_v1(nn.Module):
@@ -105,10 +106,16 @@ class MultiHeadAttentionWrapper(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal multi-head attention: one projection for all heads, split into `num_heads` parts."""
+    """Causal multi-head attention: one projection for all heads, split into `num_heads` parts.
+
+    ``fast=True`` computes the same thing through PyTorch's fused kernels (one QKV
+    product and `F.scaled_dot_product_attention`), with the same parameters. With a
+    `buildllm.kv_cache.LayerKVCache`, the new tokens also attend to the cached ones.
+    """
 
     def __init__(
-        self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False
+        self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False,
+        *, fast: bool = False,
     ):
         super().__init__()
         if num_heads < 1 or d_out % num_heads != 0:
@@ -120,6 +127,7 @@ class MultiHeadAttention(nn.Module):
         self.d_out = d_out
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
+        self.fast = fast
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -127,9 +135,12 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
         b, num_tokens, d_in = x.shape
-        _check_length(num_tokens, self.mask.shape[0])
+        if kv_cache is None:
+            _check_length(num_tokens, self.mask.shape[0])
+        if self.fast:
+            return self._fast_forward(x, kv_cache)
 
         keys = self.W_key(x)  # (b, num_tokens, d_out)
         queries = self.W_query(x)
@@ -142,8 +153,13 @@ class MultiHeadAttention(nn.Module):
         values = values.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         # now: (b, num_heads, num_tokens, head_dim)
 
-        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_tokens)
-        mask_bool = self.mask.bool()[:num_tokens, :num_tokens]
+        if kv_cache is None:
+            mask_bool = self.mask.bool()[:num_tokens, :num_tokens]  # (num_tokens, num_tokens)
+        else:
+            keys, values = kv_cache.update(keys, values)  # all keys so far: (b, num_heads, cached + num_tokens, head_dim)
+            mask_bool = kv_cache.mask  # (b or 1, 1, num_tokens, cached + num_tokens)
+
+        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_keys)
         attn_scores = attn_scores.masked_fill(mask_bool, -torch.inf)
         attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
         attn_weights = self.dropout(attn_weights)
@@ -151,3 +167,24 @@ class MultiHeadAttention(nn.Module):
         context_vec = (attn_weights @ values).transpose(1, 2)  # (b, num_tokens, num_heads, head_dim)
         context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)  # heads side by side
         return self.out_proj(context_vec)  # (b, num_tokens, d_out)
+
+    def _fast_forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        """The same attention with one QKV matrix product and PyTorch's fused scaled_dot_product_attention."""
+        b, num_tokens, _ = x.shape
+        weight = torch.cat([self.W_query.weight, self.W_key.weight, self.W_value.weight])  # (3*d_out, d_in)
+        bias = None
+        if self.W_query.bias is not None:
+            bias = torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
+        qkv = F.linear(x, weight, bias)  # (b, num_tokens, 3 * d_out)
+        qkv = qkv.view(b, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        queries, keys, values = qkv.unbind(0)  # each (b, num_heads, num_tokens, head_dim)
+        attn_mask, is_causal = None, True
+        if kv_cache is not None:
+            keys, values = kv_cache.update(keys, values)
+            attn_mask, is_causal = ~kv_cache.mask, False  # SDPA's boolean mask: True = may attend
+        context = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.dropout.p if self.training else 0.0,
+        )
+        context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)
+        return self.out_proj(context)

@@ -5,12 +5,14 @@ The steps of the chapter, in order:
 1. data: `load_sms_spam` (the UCI SMS Spam Collection, parsed correctly),
    `create_balanced_dataset` (as many ham as spam messages), `random_split`
    (70% train, 10% validation, 20% test), `SpamDataset` (token IDs padded with
-   ``<|endoftext|>`` = 50256 to one length) and `create_spam_dataloaders`;
+   the tokenizer's end-of-text token, GPT-2's 50256, to one length) and
+   `create_spam_dataloaders`;
 2. model: `add_classification_head` swaps the 50,257-way output layer for a
    2-way one; `set_trainable_layers` decides which parameters are fine-tuned;
-3. objective: `calc_loss_batch`, `calc_loss_loader`, `calc_accuracy_loader`
-   look only at the logits of the *last* token, the one that has seen the whole
-   message through causal attention;
+3. objective: `calc_class_loss_batch` and `calc_accuracy_loader` look only at
+   the logits of the *last* token, the one that has seen the whole message through
+   causal attention (chapter 5's `calc_loss_loader` and `evaluate_model` average
+   it when given ``loss_fn=class_loss_fn()``);
 4. training: `train_classifier_simple`, then `classify_review` for new text.
 
 Label convention (the book's): ham (not spam) = 0, spam = 1.
@@ -20,21 +22,22 @@ from __future__ import annotations
 
 import csv
 import os
-from pathlib import Path
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from .checkpoints import ModelFileError, read_model_file
 from .datasets import get_data_path
 from .lora import count_trainable_parameters
 from .tokenizer import ENDOFTEXT
+from .training import evaluate_model, format_losses
 
 SPAM_DATASET = "sms-spam-collection"
 LABEL_MAP = {"ham": 0, "spam": 1}
 CLASS_NAMES = {0: "not spam", 1: "spam"}
-PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, used as the padding token
 TRAINABLE_CHOICES = ("last-block", "all", "head")
 
 
@@ -158,10 +161,11 @@ class SpamDataset(Dataset):
     """Token IDs of each message, cut or padded (with `pad_token_id`) to `max_length`, and its 0/1 label.
 
     `data` is a DataFrame with columns Label and Text, or the path of a CSV file
-    with those columns. `max_length=None` uses the longest message of `data`.
+    with those columns. `max_length=None` uses the longest message of `data`;
+    `pad_token_id=None` pads with the tokenizer's end-of-text token.
     """
 
-    def __init__(self, data, tokenizer, max_length: int | None = None, pad_token_id: int = PAD_TOKEN_ID):
+    def __init__(self, data, tokenizer, max_length: int | None = None, pad_token_id: int | None = None):
         pd = _pandas()
         self.data = pd.read_csv(data) if isinstance(data, (str, os.PathLike)) else data
         _check_columns(self.data)
@@ -181,7 +185,8 @@ class SpamDataset(Dataset):
                 raise ValueError(f"max_length must be at least 1 token, got {max_length}.")
             self.max_length = max_length
             self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]  # truncate long messages
-        # Pad on the right so every example has exactly max_length tokens.
+        # Pad on the right so every example has exactly max_length tokens (GPT-2: <|endoftext|> = 50256).
+        pad_token_id = tokenizer.eot_token if pad_token_id is None else pad_token_id
         self.encoded_texts = [ids + [pad_token_id] * (self.max_length - len(ids)) for ids in self.encoded_texts]
 
     def _longest_encoded_length(self) -> int:
@@ -235,13 +240,18 @@ def create_spam_dataloaders(
 
 
 def add_classification_head(model: nn.Module, num_classes: int = 2) -> nn.Module:
-    """Replace `model.out_head` (emb_dim -> vocab_size) with a new `Linear(emb_dim, num_classes)`; return model."""
+    """Replace `model.out_head` (emb_dim -> vocab_size) with a new `Linear(emb_dim, num_classes)`; return model.
+
+    The model's config becomes a copy with ``num_classes`` set, so a saved classifier
+    rebuilds with the right head (`buildllm.checkpoints.load_model`).
+    """
     if num_classes < 2:
         raise ValueError(f"A classifier needs at least 2 classes, got num_classes={num_classes}.")
     emb_dim = model.cfg["emb_dim"]
-    device = model.final_norm.scale.device
+    device = next(model.parameters()).device
     model.out_head = nn.Linear(emb_dim, num_classes).to(device)  # new, randomly initialized, trainable
-    model.cfg["num_classes"] = num_classes  # saved with the model so load_classifier can rebuild it
+    untied = {key: False for key in ("tie_weights", "tie_embeddings") if key in model.cfg}  # the head is its own
+    model.cfg = model.cfg.replace(num_classes=num_classes, **untied)
     return model
 
 
@@ -264,67 +274,36 @@ def set_trainable_layers(model: nn.Module, trainable: str = "last-block") -> int
     return count_trainable_parameters(model)
 
 
-def load_base_model(
-    weights: str = "gpt2-small",
-    fallbacks: tuple[str, ...] = (),
-    model_size: str = "gpt2-small",
-    models_dir: str | os.PathLike = "gpt2",
-    device: str | torch.device = "cpu",
-    drop_rate: float = 0.0,
-    **config_overrides,
-) -> tuple[nn.Module, str]:
-    """Return (a GPT language model to fine-tune, a description of what was loaded).
-
-    `weights` is a GPT-2 size ("gpt2-small" ... "gpt2-xl": OpenAI's weights),
-    "random" (random init of `model_size`, changed by `config_overrides` such as
-    ``emb_dim=64``), or the path of a file written by `buildllm.training.save_model`.
-    When it cannot be loaded (GPT-2 weights not downloadable, missing file), the
-    reason is printed and each of `fallbacks` is tried in turn; with none left,
-    the error is raised (`buildllm.gpt2.WeightsUnavailableError` or `FileNotFoundError`).
-    """
-    from . import gpt2
-
-    candidates = [weights, *fallbacks]
-    for i, candidate in enumerate(candidates):
-        try:
-            return gpt2.load_base_gpt(candidate, model_size, models_dir, device, drop_rate, **config_overrides)
-        except (gpt2.WeightsUnavailableError, FileNotFoundError) as exc:
-            if i == len(candidates) - 1:
-                raise
-            print(f"[{candidate}] not available:\n{exc}\n-> falling back to {candidates[i + 1]!r}\n")
-
-
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a classifier saved with `buildllm.training.save_model` (safe loading: weights_only=True)."""
-    from .model import GPTModel
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {path}. Train one first, e.g. `python ch06/gpt_class_finetune.py "
-            f"--weights random --output-dir DIR`, which writes DIR/model.pth."
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a classifier saved with `buildllm.checkpoints.save_model`; return (model, meta). Raises ModelFileError."""
+    model, meta = read_model_file(path, device)
+    if model.cfg.get("num_classes") is None:
+        raise ModelFileError(
+            f"{path} holds a language model, not a classifier (its output layer predicts tokens, not classes). "
+            f"Fine-tune it as a classifier first (chapter 6)."
         )
-    payload = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(payload, dict) or "config" not in payload or "model_state_dict" not in payload:
-        raise ValueError(f"{path} is not a model file written by buildllm.training.save_model.")
-    state_dict = payload["model_state_dict"]
-    head = state_dict.get("out_head.weight")
-    num_classes = payload["config"].get("num_classes")
-    if head is None or num_classes is None or head.shape[0] != num_classes:
-        raise ValueError(
-            f"{path} holds a language model, not a classifier (its output head has "
-            f"{None if head is None else head.shape[0]} outputs). Fine-tune it first with "
-            f"ch06/gpt_class_finetune.py --weights {path}."
-        )
-    model = GPTModel(payload["config"])
-    add_classification_head(model, num_classes)
-    model.load_state_dict(state_dict)
-    return model.to(device)
+    return model, meta
 
 
 # ---------------------------------------------------------------------------
 # 3. Loss and accuracy on the last token
 # ---------------------------------------------------------------------------
+# The book redefines chapter 5's calc_loss_batch/calc_loss_loader/evaluate_model for
+# classification; here the per-batch loss has its own name, and chapter 5's
+# `calc_loss_loader` / `evaluate_model` take it as their `loss_fn`.
+
+
+def calc_class_loss_batch(input_batch: torch.Tensor, target_batch: torch.Tensor, model, device,
+                          token_index: int = -1) -> torch.Tensor:
+    """Return the cross-entropy of the class logits at `token_index` (last token) against labels (b,)."""
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)[:, token_index, :]  # (b, num_tokens, num_classes) -> (b, num_classes)
+    return F.cross_entropy(logits, target_batch)
+
+
+def class_loss_fn(token_index: int = -1):
+    """`calc_class_loss_batch` at `token_index`, as a `loss_fn` for `calc_loss_loader` and `evaluate_model`."""
+    return partial(calc_class_loss_batch, token_index=token_index)
 
 
 def calc_accuracy_loader(data_loader, model, device, num_batches: int | None = None, token_index: int = -1) -> float:
@@ -333,52 +312,23 @@ def calc_accuracy_loader(data_loader, model, device, num_batches: int | None = N
     An empty loader returns nan (there is nothing to be right or wrong about).
     `token_index` picks the position whose logits classify (-1: last token, as in the book).
     """
-    if len(data_loader) == 0:
+    available = len(data_loader)
+    if available == 0:
         return float("nan")
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    limit = available if num_batches is None else min(num_batches, available)
+    was_training = model.training
     model.eval()
-    correct, num_examples = 0, 0
+    correct = seen = 0
     with torch.no_grad():
-        for i, (input_batch, target_batch) in enumerate(data_loader):
-            if i >= num_batches:
+        for batch_number, (input_batch, target_batch) in enumerate(data_loader):
+            if batch_number == limit:
                 break
-            input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-            logits = model(input_batch)[:, token_index, :]  # (b, num_tokens, 2) -> (b, 2)
-            predicted_labels = torch.argmax(logits, dim=-1)  # (b,)
-            num_examples += predicted_labels.shape[0]
-            correct += (predicted_labels == target_batch).sum().item()
-    return correct / num_examples
-
-
-def calc_loss_batch(input_batch: torch.Tensor, target_batch: torch.Tensor, model, device,
-                    token_index: int = -1) -> torch.Tensor:
-    """Return the cross-entropy of the class logits at `token_index` (last token) against labels (b,)."""
-    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-    logits = model(input_batch)[:, token_index, :]  # (b, num_tokens, 2) -> (b, 2)
-    return F.cross_entropy(logits, target_batch)
-
-
-def calc_loss_loader(data_loader, model, device, num_batches: int | None = None, token_index: int = -1) -> float:
-    """Return the average classification loss over the first `num_batches` batches (all if None); nan if empty."""
-    if len(data_loader) == 0:
-        return float("nan")
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    total_loss = 0.0
-    for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
-            break
-        total_loss += calc_loss_batch(input_batch, target_batch, model, device, token_index).item()
-    return total_loss / num_batches
-
-
-def evaluate_model(model, train_loader, val_loader, device, eval_iter: int, token_index: int = -1) -> tuple[float, float]:
-    """Return (train loss, validation loss) over `eval_iter` batches each, in eval mode, without gradients."""
-    model.eval()
-    with torch.no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter, token_index=token_index)
-        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter, token_index=token_index)
-    model.train()
-    return train_loss, val_loss
+            logits = model(input_batch.to(device))[:, token_index, :]  # (b, num_classes)
+            predicted = logits.argmax(dim=-1)  # (b,)
+            correct += (predicted == target_batch.to(device)).sum().item()
+            seen += len(predicted)
+    model.train(was_training)
+    return correct / seen
 
 
 # ---------------------------------------------------------------------------
@@ -398,7 +348,7 @@ def train_classifier_simple(
     token_index: int = -1,
     progress: bool = False,
 ) -> tuple[list[float], list[float], list[float], list[float], int]:
-    """The book's classifier training loop.
+    """The chapter's classifier training loop.
 
     Returns (train losses, val losses) measured every `eval_freq` steps, (train
     accuracies, val accuracies) measured on `eval_iter` batches after each epoch,
@@ -410,33 +360,33 @@ def train_classifier_simple(
         )
     if len(train_loader) == 0:
         raise ValueError("The training loader has no batches: use more examples or a smaller batch size.")
-    if progress:
-        from tqdm import tqdm  # imported only when asked: notebooks print evaluation lines instead
+    from tqdm import tqdm
 
-    write = tqdm.write if progress else print
-    train_losses, val_losses, train_accs, val_accs = [], [], [], []
-    examples_seen, global_step = 0, -1
-    for epoch in range(num_epochs):
+    loss_fn = class_loss_fn(token_index)
+    say = tqdm.write if progress else print
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": []}
+    examples_seen = 0
+    step = 0
+    for epoch in range(1, num_epochs + 1):
         model.train()  # dropout on (if the model has any)
-        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False) if progress else train_loader
-        for input_batch, target_batch in batches:
+        for input_batch, target_batch in tqdm(train_loader, desc=f"에포크 {epoch}/{num_epochs}", leave=False,
+                                              disable=not progress):
             optimizer.zero_grad()
-            loss = calc_loss_batch(input_batch, target_batch, model, device, token_index)
+            loss = loss_fn(input_batch, target_batch, model, device)
             loss.backward()
             optimizer.step()
-            examples_seen += input_batch.shape[0]  # count examples, not tokens as in chapter 5
-            global_step += 1
-            if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, token_index)
-                train_losses.append(train_loss)
-                val_losses.append(val_loss)
-                write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-        train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter, token_index=token_index)
-        val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter, token_index=token_index)
-        write(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
-        train_accs.append(train_accuracy)
-        val_accs.append(val_accuracy)
-    return train_losses, val_losses, train_accs, val_accs, examples_seen
+            examples_seen += input_batch.shape[0]  # count messages, not tokens as in chapter 5
+            if step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter, loss_fn)
+                history["train_loss"].append(train_loss)
+                history["val_loss"].append(val_loss)
+                say(format_losses(epoch, num_epochs, step, train_loss, val_loss))
+            step += 1
+        for part, loader in (("train", train_loader), ("val", val_loader)):
+            history[f"{part}_acc"].append(calc_accuracy_loader(loader, model, device, eval_iter, token_index))
+        say(f"에포크 {epoch}/{num_epochs} 끝 | 훈련 정확도 {history['train_acc'][-1]:.2%} "
+            f"| 검증 정확도 {history['val_acc'][-1]:.2%} ({eval_iter}개 배치 기준)")
+    return history["train_loss"], history["val_loss"], history["train_acc"], history["val_acc"], examples_seen
 
 
 def classify_review(
@@ -445,18 +395,22 @@ def classify_review(
     tokenizer,
     device,
     max_length: int | None = None,
-    pad_token_id: int = PAD_TOKEN_ID,
+    pad_token_id: int | None = None,
     token_index: int = -1,
 ) -> str:
-    """Return "spam" or "not spam" for `text`, padded/cut to `max_length` as in training (None: no padding)."""
+    """Return "spam" or "not spam" for `text`, padded/cut to `max_length` as in training (None: no padding).
+
+    Padding uses `pad_token_id` (default: the tokenizer's end-of-text token, as `SpamDataset` does).
+    """
     input_ids = tokenizer.encode(text, allowed_special={ENDOFTEXT})
     if not input_ids:
         raise ValueError("The text is empty: give the classifier at least one token.")
-    supported_context_length = model.pos_emb.weight.shape[0]
+    supported_context_length = model.cfg["context_length"]
     limit = supported_context_length if max_length is None else min(max_length, supported_context_length)
     input_ids = input_ids[:limit]  # keep the first tokens, as SpamDataset does
     if max_length is not None:
-        input_ids += [pad_token_id] * (limit - len(input_ids))  # pad like the training data
+        pad = tokenizer.eot_token if pad_token_id is None else pad_token_id
+        input_ids += [pad] * (limit - len(input_ids))  # pad like the training data
     input_tensor = torch.tensor(input_ids, device=device).unsqueeze(0)  # (1, num_tokens)
     model.eval()
     with torch.no_grad():

@@ -1,19 +1,30 @@
-"""What the chapter scripts share on the command line (chapters 6 and 7).
+"""What every chapter script shares on the command line: one convention for errors, numbers, devices and weights.
 
-- `UserError`: a problem the user can fix (a bad option, a missing file). The
-  scripts raise it with a message that says what to do; `run_main` prints it as
-  ``error: ...`` without a traceback and exits with status 2, as argparse does.
-- `add_weights_arguments`: the options that choose the starting model
-  (``--weights``, ``--model-size``, ``--models-dir``), read by
-  `buildllm.gpt2.load_base_gpt`.
+- `UserError`: a problem the user can fix (a bad option, a missing file). Scripts
+  raise it with a message that says what to do; `run_main` prints it as
+  ``error: ...`` without a traceback and exits with status 2, as argparse does;
+  Ctrl-C ends a script with a short note and status 130, not a traceback.
+- `make_parser`: an `argparse` parser whose ``--help`` shows every option's
+  default once (write help texts without "(default: ...)").
+- Number types for ``type=``: `positive_int`, `nonnegative_int`, `positive_float`,
+  `nonnegative_float`, `open_fraction`, `probability`, `temperature`: nonsense
+  (negative sizes, NaN, infinity) is refused while the command line is parsed.
+- `add_device_argument`: ``--device auto|cpu|cuda|cuda:N|mps`` for every script.
+- `add_weights_arguments` / `load_weights`: ``--weights NAME|PATH``, the models
+  folder and the shape of a random model, read by `buildllm.pretrained.load_base_model`.
+- `download_main`: the command line of the chapters' ``gpt_download.py``.
 
-Only the standard library is imported here, so ``--help`` stays fast.
+Only the standard library is imported at the top, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -22,22 +33,167 @@ class UserError(Exception):
 
 
 def run_main(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Return ``run(args)``; a `UserError` is printed as ``error: ...`` on stderr and gives exit status 2."""
+    """Return ``run(args)``; a `UserError` prints ``error: ...`` (status 2), Ctrl-C prints a note (status 130)."""
     try:
         return run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C). Files already written are complete; nothing was half-written.",
+              file=sys.stderr)
+        return 130
 
 
-def add_weights_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """Add --weights (default `default`), --model-size and --models-dir to `parser`."""
-    from .model import GPT2_SIZES
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: appended by argparse, unless the help text says it or there is none."""
 
-    parser.add_argument("--weights", default=default,
-                        help=f"starting weights: one of {', '.join(GPT2_SIZES)} (OpenAI's, downloaded into "
-                             f"--models-dir), 'random' (random init of --model-size), or the PATH of a model.pth "
-                             f"written by buildllm.training.save_model (e.g. by ch05/gpt_train.py)")
-    parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES),
-                        help="architecture for --weights random")
-    parser.add_argument("--models-dir", default="gpt2", help="folder for downloaded GPT-2 weights")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
+def make_parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser that shows every option's default (once) in --help."""
+    return argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
+
+
+# --- Numbers, checked while parsing --------------------------------------------------------------------
+
+def _number(kind: type, test: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
+nonnegative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
+positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
+nonnegative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
+open_fraction = _number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+probability = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+temperature = _number(float, lambda v: 0 <= v <= 100, "a temperature between 0 (greedy) and 100")
+dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
+
+
+# --- Device ---------------------------------------------------------------------------------------------
+
+_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+
+
+def device_name(text: str) -> str:
+    """argparse type for --device: auto, cpu, cuda, cuda:N or mps (availability is checked when used)."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"choose auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps, got {text!r}")
+    return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --device (auto picks cuda, then mps, then cpu)."""
+    parser.add_argument("--device", default="auto", type=device_name,
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+
+def pick_device(name: str):
+    """Return the torch device for --device `name`, or raise `UserError` if this machine lacks it."""
+    from .device import get_device
+
+    try:
+        return get_device(name)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(str(exc)) from None
+
+
+# --- Weights --------------------------------------------------------------------------------------------
+
+def default_models_dir() -> str:
+    """The models folder shown in --help: BUILDLLM_MODELS_DIR or ~/.cache/buildllm/models."""
+    return os.environ.get("BUILDLLM_MODELS_DIR") or str(Path("~/.cache/buildllm/models"))
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, default: str, random_shape: bool = True) -> None:
+    """Add --weights NAME|PATH, --models-dir and (for --weights random) the shape of the random model."""
+    parser.add_argument(
+        "--weights", default=default, metavar="NAME|PATH",
+        help="starting weights: gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (OpenAI's GPT-2; 124M/355M/774M/1558M "
+             "also work), smollm2-135m-instruct or smollm2-135m (SmolLM2, a Llama-style model; the instruct "
+             "version also reaches machines without internet), random (random init), or the PATH of a model file "
+             "written by buildllm.checkpoints.save_model (e.g. model.pth of an earlier chapter's script)")
+    parser.add_argument("--models-dir", default=None, metavar="DIR",
+                        help=f"folder of downloaded pretrained weights (default: $BUILDLLM_MODELS_DIR, else "
+                             f"{Path('~/.cache/buildllm/models')})")
+    if random_shape:
+        shape = parser.add_argument_group("shape of the model for --weights random (small models for CPUs)")
+        shape.add_argument("--model-size", default="gpt2-small",
+                           choices=["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"],
+                           help="GPT-2 architecture to start from")
+        shape.add_argument("--emb-dim", type=positive_int, help="embedding size (default: the size's)")
+        shape.add_argument("--n-layers", type=positive_int, help="transformer blocks (default: the size's)")
+        shape.add_argument("--n-heads", type=positive_int, help="attention heads (default: the size's)")
+        shape.add_argument("--context-length", type=positive_int, help="longest input in tokens (default: 1024)")
+
+
+def load_weights(args: argparse.Namespace, device, drop_rate: float = 0.0, weights: str | None = None):
+    """`buildllm.pretrained.load_base_model` for the parsed options; a `WeightsError` becomes a `UserError`."""
+    from .pretrained import load_base_model
+    from .sources import WeightsError
+
+    shape = {key: getattr(args, key, None) for key in ("model_size", "emb_dim", "n_layers", "n_heads",
+                                                        "context_length")}
+    try:
+        return load_base_model(weights or args.weights, models_root=args.models_dir, device=device,
+                               drop_rate=drop_rate, random_config=shape)
+    except WeightsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def download_main(argv: list[str] | None, *, chapter: str, default_weights: str, next_step: str) -> int:
+    """The command line of the chapters' ``gpt_download.py``: fetch pretrained weights into the models folder."""
+    parser = make_parser(f"Download the pretrained weights {chapter} starts from into the models folder "
+                         f"(where every script and notebook looks for them). Files already there are verified "
+                         f"and kept; nothing is downloaded twice.")
+    parser.add_argument("--weights", default=default_weights,
+                        choices=["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "124M", "355M", "774M",
+                                 "1558M", "smollm2-135m-instruct", "smollm2-135m"],
+                        help="which weights")
+    parser.add_argument("--source", default="huggingface", choices=("huggingface", "openai"),
+                        help="GPT-2 only: huggingface (one model.safetensors file, no TensorFlow needed) or openai "
+                             "(the original checkpoint; reading it needs TensorFlow)")
+    parser.add_argument("--models-dir", default=None, metavar="DIR",
+                        help="where to put them (default: $BUILDLLM_MODELS_DIR, else ~/.cache/buildllm/models)")
+    parser.add_argument("--retries", type=positive_int, default=3, help="attempts per URL")
+    args = parser.parse_args(argv)
+
+    def run(args) -> int:
+        from .sources import WeightsError
+
+        try:
+            if args.weights.startswith("smollm2"):
+                from .smollm2 import fetch_smollm2
+
+                folder = fetch_smollm2(args.weights, args.models_dir)
+            else:
+                from .gpt2 import download_gpt2_files
+
+                folder = download_gpt2_files(args.weights, args.models_dir, args.source, retries=args.retries)
+        except WeightsError as exc:
+            raise UserError(str(exc)) from None
+        print(f"{args.weights} is ready in {Path(folder).resolve()}:")
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                print(f"  {path.name:34s} {path.stat().st_size:>13,} bytes")
+        print(next_step.format(weights=args.weights))
+        return 0
+
+    return run_main(run, args)

@@ -18,66 +18,14 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from .download import ChecksumError, DownloadError, download_file, verify_file
+from .files import atomic_write
+from .sources import DATASETS, RemoteFile
 
-_COMPANION = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One data file: where it lives relative to a data folder and how to verify it."""
-
-    name: str
-    relpath: str
-    sha256: str
-    size: int
-    urls: tuple[str, ...]
-    description: str
-    zip_member: str | None = None  # the URL is a zip archive holding this member
-
-
-DATASETS: dict[str, DataFile] = {
-    f.name: f
-    for f in [
-        DataFile(
-            name="the-verdict",
-            relpath="the-verdict.txt",
-            sha256="b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
-            size=20479,
-            urls=(f"{_COMPANION}/ch02/01_main-chapter-code/the-verdict.txt",),
-            description="Edith Wharton's short story 'The Verdict' (public domain), ch02 and ch05",
-        ),
-        DataFile(
-            name="sms-spam-collection",
-            relpath="sms_spam_collection/SMSSpamCollection",
-            sha256="7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
-            size=477907,
-            urls=("https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",),
-            zip_member="SMSSpamCollection",
-            description="UCI SMS Spam Collection: 5574 tab-separated messages (4827 ham, 747 spam), ch06",
-        ),
-        DataFile(
-            name="instruction-data",
-            relpath="instruction-data.json",
-            sha256="7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
-            size=203524,
-            urls=(f"{_COMPANION}/ch07/01_main-chapter-code/instruction-data.json",),
-            description="1100 instruction/input/output examples, ch07",
-        ),
-        DataFile(
-            name="tinyshakespeare",
-            relpath="tinyshakespeare.txt",
-            sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-            size=1115394,
-            urls=("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
-            description="Tiny Shakespeare (public domain), a larger text to pretrain on in ch05",
-        ),
-    ]
-}
-
+__all__ = ["DATASETS", "DatasetError", "configured_data_dir", "default_cache_dir", "get_data_path", "list_datasets",
+           "load_json", "load_text"]
 
 class DatasetError(RuntimeError):
     """A data file is unknown, missing or corrupt; the message says what to do."""
@@ -102,7 +50,7 @@ def configured_data_dir(data_dir: str | os.PathLike | None = None) -> Path | Non
     return Path(env).expanduser() if env else None
 
 
-def _lookup(name: str) -> DataFile:
+def _lookup(name: str) -> RemoteFile:
     try:
         return DATASETS[name]
     except KeyError:
@@ -111,14 +59,14 @@ def _lookup(name: str) -> DataFile:
         ) from None
 
 
-def _how_to_place(spec: DataFile, where: Path) -> str:
+def _how_to_place(spec: RemoteFile, where: Path) -> str:
     url = spec.urls[0]
     if spec.zip_member:
         return f"download {url}, unzip it and put the file {spec.zip_member} at {where}"
     return f"download {url} and save it as {where}"
 
 
-def _download(spec: DataFile, dest: Path, progress: bool) -> None:
+def _download(spec: RemoteFile, dest: Path, progress: bool) -> None:
     if spec.zip_member is None:
         download_file(spec.urls, dest, sha256=spec.sha256, size=spec.size, progress=progress)
         return
@@ -126,13 +74,21 @@ def _download(spec: DataFile, dest: Path, progress: bool) -> None:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         archive = download_file(spec.urls, Path(tmp) / "archive.zip", progress=progress)
         with zipfile.ZipFile(archive) as zf:
-            # Read only the one member we know by name: nothing in the archive can
-            # choose where it is written (no path traversal through member names).
-            data = zf.read(spec.zip_member)
-        part = Path(tmp) / dest.name
-        part.write_bytes(data)
-        verify_file(part, spec.sha256, spec.size)
-        os.replace(part, dest)
+            # Read only the one member we know by name: nothing in the archive can choose where
+            # it is written (no path traversal), and its size is checked before it is unpacked
+            # (a small archive cannot make us unpack gigabytes).
+            info = zf.getinfo(spec.zip_member)
+            if spec.size is not None and info.file_size != spec.size:
+                raise ChecksumError(f"{spec.zip_member} in the archive would unpack to {info.file_size} bytes, "
+                                    f"expected {spec.size}: not the expected file.")
+            data = zf.read(info)
+        with atomic_write(dest, "wb") as f:
+            f.write(data)
+        try:
+            verify_file(dest, spec.sha256, spec.size)
+        except ChecksumError:
+            dest.unlink()
+            raise
 
 
 def get_data_path(

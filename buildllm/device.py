@@ -20,9 +20,9 @@ def get_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but PyTorch sees no CUDA GPU; use --device auto or cpu.")
+        raise RuntimeError(f"Device {name!r} was requested but PyTorch sees no CUDA GPU; use 'auto' or 'cpu'.")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("--device mps was requested but MPS is not available; use --device auto or cpu.")
+        raise RuntimeError("Device 'mps' was requested but MPS is not available; use 'auto' or 'cpu'.")
     return torch.device(name)
 
 
@@ -30,7 +30,7 @@ def setup_device(name: str = "auto", threads: int | None = None) -> torch.device
     """`get_device(name)`, after setting PyTorch's CPU threads to `threads` (None: PyTorch's own choice)."""
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}.")
+            raise ValueError(f"threads must be at least 1, got {threads}.")
         torch.set_num_threads(threads)
     return get_device(name)
 

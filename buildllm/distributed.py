@@ -18,7 +18,7 @@ Typical use under torchrun (a script that also runs as a single process checks
 
     info = setup_from_env()                       # DistInfo: rank, local_rank, world_size, device
     loader = make_distributed_loader(dataset, batch_size=8, shuffle=True, seed=123, drop_last=True)
-    model = DDP(model.to(info.device), device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    model = wrap_ddp(model.to(info.device), info.device)
     for epoch in range(num_epochs):
         loader.sampler.set_epoch(epoch)           # a new shuffle each epoch, the same one on every rank
         ...
@@ -99,7 +99,7 @@ def device_for_rank(local_rank: int, device: str = "auto") -> torch.device:
     if local_rank >= n_gpus:
         raise DistributedLaunchError(
             f"Process with local rank {local_rank} needs GPU {local_rank}, but this machine has only {n_gpus} "
-            f"GPU(s). Start at most {n_gpus} processes per machine (--nproc_per_node / --world-size), "
+            f"GPU(s). Start at most {n_gpus} processes per machine (torchrun's nproc_per_node), "
             "or train on the CPU.")
     return torch.device("cuda", local_rank)
 
@@ -107,7 +107,7 @@ def device_for_rank(local_rank: int, device: str = "auto") -> torch.device:
 def check_port_free(port: int, host: str = "localhost") -> None:
     """Raise PortInUseError, with a suggestion, if another program already listens on `host`:`port`."""
     if not 0 < port < 65536:
-        raise ValueError(f"Port {port} is out of range; pick one between 1024 and 65535, e.g. --master-port 29501.")
+        raise ValueError(f"Port {port} is out of range; pick one between 1024 and 65535, e.g. 29501.")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         if os.name != "nt":  # ignore sockets of a finished run in TIME_WAIT, as the rendezvous server does
@@ -116,9 +116,8 @@ def check_port_free(port: int, host: str = "localhost") -> None:
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)) or "in use" in str(exc):
             raise PortInUseError(
-                f"Port {port} on {host} is already in use (another DDP run still going?). Choose a free port: "
-                f"--master-port {port + 1} for DDP-script.py; with torchrun, --master-port {port + 1} or "
-                f"--rdzv-endpoint {host}:{port + 1}.") from exc
+                f"Port {port} on {host} is already in use (another DDP run still going?). Choose a free port, "
+                f"e.g. {port + 1} (with torchrun: its master port or rendezvous endpoint).") from exc
         # Any other error (e.g. `host` is another machine's address): leave the check to the rendezvous.
     finally:
         sock.close()
@@ -259,6 +258,25 @@ def cleanup() -> None:
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Wrap `model` (already on `device`) in DistributedDataParallel, without re-sending its buffers every step.
+
+    Our models' only buffers are constant causal masks, identical in every process:
+    they are synced once when DDP starts, not before every forward pass. (PyTorch
+    2.13 renamed the option: ``forward_sync_buffers``; older versions call it
+    ``broadcast_buffers`` and warn about it in newer ones.)
+    """
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else None
+    options = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=device_ids, **no_sync)
 
 
 def all_reduce_mean(value: float | torch.Tensor) -> float | torch.Tensor:

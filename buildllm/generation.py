@@ -1,17 +1,20 @@
 """Turning logits into text (chapters 4 and 5): greedy decoding, temperature, top-k, end-of-text.
 
 Beyond the book (bonus material): top-p (nucleus) sampling, a CTRL-style repetition
-penalty, beam search, and ``use_cache=True``, which hands generation to the KV cache
-of `buildllm.kv_cache` (same tokens, fewer FLOPs). Every generate function picks its
-tokens with the one helper `pick_next_token`.
+penalty, beam search, and ``use_cache=True``, which keeps the keys and values of
+earlier tokens in a `buildllm.kv_cache.KVCache` (same tokens, fewer FLOPs). Every
+generate function picks its tokens with the one helper `pick_next_token`, and every
+model of the package (`GPTModel`, the Llama-style models) works with all of them.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import torch
 
+from .kv_cache import KVCache
 from .tokenizer import ENDOFTEXT
 
 
@@ -42,13 +45,11 @@ def generate_text_simple(
 ) -> torch.Tensor:
     """Append `max_new_tokens` greedily chosen tokens to `idx` (b, num_tokens); return (b, num_tokens + new).
 
-    ``use_cache=True`` gives the same tokens through the KV cache (`buildllm.kv_cache.generate_cached`).
+    ``use_cache=True`` gives the same tokens through the KV cache (see `generate`).
     """
-    _warn_if_cropped(idx, context_size)
     if use_cache:
-        from .kv_cache import generate_cached  # imported here: kv_cache itself imports this module
-
-        return generate_cached(model, idx, max_new_tokens, context_size)
+        return generate(model, idx, max_new_tokens, context_size, use_cache=True)
+    _warn_if_cropped(idx, context_size)
     for _ in range(max_new_tokens):
         idx_cond = idx[:, -context_size:]  # the model only accepts context_size tokens
         logits = model(idx_cond)  # (b, n, vocab_size)
@@ -94,6 +95,58 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.
 
 
 @torch.no_grad()
+def generate_tokens(
+    model,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    context_size: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    *,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = False,
+    attention_mask: torch.Tensor | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token IDs (b, 1) after `idx` (b, num_tokens), one step at a time (the loop of `generate`).
+
+    ``use_cache=True`` keeps the keys and values of earlier tokens in a `KVCache`:
+    the prompt runs once (prefill), then each step feeds only the newest token (same
+    tokens, far fewer FLOPs). Once the sequence fills the context, the window of the
+    last `context_size` tokens shifts by one each step and every cached position
+    would change, so from then on each step recomputes the window (exactly the
+    uncached result, no speed-up). `attention_mask` (b, num_tokens; 1 = real token,
+    0 = left padding) lets prompts of different lengths share a batch (see
+    `buildllm.kv_cache.left_pad`).
+    """
+    check_sampling_args(temperature, top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+    _warn_if_cropped(idx, context_size)
+    mask = attention_mask
+    cache = None
+    for step in range(max_new_tokens):
+        if use_cache and cache is not None and idx.shape[1] <= context_size:
+            logits = model(idx[:, -1:], kv_cache=cache)  # decode: only the newest token
+        elif use_cache or mask is not None:
+            # prefill (or a full window): a fresh cache over everything the model may see, only as
+            # long as this generation can fill it (a model's context may be far longer)
+            window = idx[:, -context_size:]
+            cache = KVCache(min(context_size, window.shape[1] + max_new_tokens - step),
+                            None if mask is None else mask[:, -context_size:])
+            logits = model(window, kv_cache=cache)
+        else:
+            logits = model(idx[:, -context_size:])  # the book: the whole (cropped) sequence each step
+        logits = logits[:, -1, :]  # only the last position predicts the next token: (b, vocab_size)
+        if top_k is not None:
+            check_sampling_args(temperature, top_k, logits.shape[-1])
+        idx_next = pick_next_token(logits, temperature, top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                                   token_ids=idx, attention_mask=mask)  # (b, 1)
+        yield idx_next
+        idx = torch.cat((idx, idx_next), dim=1)
+        if mask is not None:
+            mask = torch.cat((mask, torch.ones_like(idx_next)), dim=1)
+
+
+@torch.no_grad()
 def generate(
     model,
     idx: torch.Tensor,
@@ -106,6 +159,7 @@ def generate(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     use_cache: bool = False,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate up to `max_new_tokens` tokens after `idx` (b, num_tokens) with temperature and top-k.
 
@@ -115,23 +169,14 @@ def generate(
     appended, so a batch of one stops just before its end token, as in the book).
 
     Beyond the book: `top_p` (nucleus sampling) and `repetition_penalty` (see
-    `pick_next_token`); their defaults change nothing. ``use_cache=True`` runs the
-    same decoding with the KV cache of `buildllm.kv_cache` (same tokens, faster).
+    `pick_next_token`); their defaults change nothing. `use_cache` and
+    `attention_mask`: see `generate_tokens`.
     """
-    check_sampling_args(temperature, top_k, top_p=top_p, repetition_penalty=repetition_penalty)
-    _warn_if_cropped(idx, context_size)
-    if use_cache:
-        from .kv_cache import generate_cached  # imported here: kv_cache itself imports this module
-
-        return generate_cached(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id,
-                               top_p=top_p, repetition_penalty=repetition_penalty)
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -context_size:])[:, -1, :]  # (b, vocab_size)
-        if top_k is not None:
-            check_sampling_args(temperature, top_k, logits.shape[-1])
-        idx_next = pick_next_token(logits, temperature, top_k, top_p=top_p,
-                                   repetition_penalty=repetition_penalty, token_ids=idx)  # (b, 1)
+    steps = generate_tokens(model, idx, max_new_tokens, context_size, temperature, top_k, top_p=top_p,
+                            repetition_penalty=repetition_penalty, use_cache=use_cache,
+                            attention_mask=attention_mask)
+    for idx_next in steps:
         if eos_id is not None:
             idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)
             finished = finished | (idx_next.squeeze(1) == eos_id)

@@ -1,4 +1,4 @@
-"""OpenAI's GPT-2 weights in our `GPTModel` (chapter 5).
+"""OpenAI's GPT-2 weights in our `GPTModel` (chapter 5): reading both published formats and mapping them.
 
 GPT-2 checkpoints come in two formats: OpenAI's TensorFlow checkpoint and the
 Hugging Face state dict (safetensors). Both name the same tensors; this module
@@ -19,10 +19,8 @@ out_features), the transpose of `nn.Linear`'s (out_features, in_features).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -32,7 +30,8 @@ import torch
 from torch import Tensor
 
 from .download import ChecksumError, DownloadError, download_file, open_url, verify_file
-from .model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config, set_dropout
+from .model import GPT2_SIZES, GPTModel, get_gpt2_config, resolve_gpt2_size
+from .sources import GPT2_FOLDERS, RemoteFile, WeightsUnavailableError, gpt2_files, models_dir
 
 # Keys a GPT-2 state dict may hold that have no counterpart to load:
 # lm_head.weight is the same matrix as wte.weight (weight tying), and
@@ -155,90 +154,29 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
 #
 # Both sources hold the same numbers under different names. We turn either one
 # into the Hugging Face-format state dict above, so one `load_weights_into_gpt`
-# serves both. Files live in one folder per size, named as OpenAI names them:
-#
-#     gpt2/124M/checkpoint, hparams.json, model.ckpt.*, encoder.json, vocab.bpe   (OpenAI)
-#     gpt2/124M/model.safetensors                                                   (Hugging Face)
-
+# serves both. Where the files come from (URLs, sizes, SHA-256) is the registry
+# `buildllm.sources.gpt2_files`; they lie under `buildllm.sources.models_dir()`.
 
 SOURCES = ("auto", "openai", "huggingface")
-
-OPENAI_FILES = (
-    "checkpoint",
-    "encoder.json",
-    "hparams.json",
-    "model.ckpt.data-00000-of-00001",
-    "model.ckpt.index",
-    "model.ckpt.meta",
-    "vocab.bpe",
-)
-# Primary URL, then the backup mirror the book uses.
-OPENAI_URLS = (
-    "https://openaipublic.blob.core.windows.net/gpt-2/models/{size}/{file}",
-    "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2/{size}/{file}",
-)
-# Known file sizes in bytes, used to detect truncated downloads. Only the sizes we
-# know for sure are listed; other files are checked when they are read.
-OPENAI_FILE_SIZES = {
-    "124M": {
-        "checkpoint": 77,
-        "hparams.json": 90,
-        "model.ckpt.data-00000-of-00001": 497759232,
-        "model.ckpt.index": 5215,
-        "model.ckpt.meta": 471155,
-    },
-}
-
-HF_FILE = "model.safetensors"
-HF_URLS = ("https://huggingface.co/openai-community/{repo}/resolve/main/model.safetensors",)
-HF_REPOS = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large", "gpt2-xl": "gpt2-xl"}
-# (size, SHA-256) of the published files we know; others are checked when read.
-HF_FILE_CHECKS = {
-    "gpt2-small": (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
-}
-
 DOWNLOAD_RETRIES = 3
-_FOLDER_NAMES = {name: folder for folder, name in GPT2_SIZE_ALIASES.items()}  # "gpt2-small" -> "124M"
 
 
-class WeightsUnavailableError(RuntimeError):
-    """GPT-2 weights are neither on disk nor downloadable; the message says which files to put where."""
+def gpt2_folder(model_size: str, models_root: str | Path | None = None) -> Path:
+    """The folder holding the files of one GPT-2 size: <models_dir>/gpt2/<124M|355M|774M|1558M>."""
+    return models_dir(models_root) / "gpt2" / GPT2_FOLDERS[resolve_gpt2_size(model_size)]
 
 
-def resolve_model_size(model_size: str) -> tuple[str, str]:
-    """Return (name, folder) for a GPT-2 size given as "gpt2-small".."gpt2-xl" or "124M".."1558M"."""
-    name = GPT2_SIZE_ALIASES.get(model_size, model_size)
-    if name not in GPT2_SIZES:
-        valid = ", ".join(f"{n} ({f})" for n, f in _FOLDER_NAMES.items())
-        raise ValueError(f"Unknown GPT-2 model size {model_size!r}. Valid sizes: {valid}.")
-    return name, _FOLDER_NAMES[name]
-
-
-def _file_urls(source: str, name: str, folder: str, file: str) -> list[str]:
-    """The URLs (primary first) of one weights file."""
-    if source == "openai":
-        return [template.format(size=folder, file=file) for template in OPENAI_URLS]
-    return [template.format(repo=HF_REPOS[name]) for template in HF_URLS]
-
-
-def _expected(source: str, name: str, folder: str, file: str) -> tuple[int | None, str | None]:
-    """(size, sha256) we expect for one weights file, None where unknown."""
-    if source == "openai":
-        return OPENAI_FILE_SIZES.get(folder, {}).get(file), None
-    return HF_FILE_CHECKS.get(name, (None, None))
-
-
-def _is_valid(path: Path, size: int | None, sha256: str | None) -> bool:
+def _is_valid(path: Path, spec: RemoteFile) -> bool:
     if not path.is_file():
         return False
     try:
-        verify_file(path, sha256, size)
+        verify_file(path, spec.sha256, spec.size)
         return True
     except ChecksumError:
         return False
 
 
-def _reachable(urls: list[str], timeout: float = 10.0) -> bool:
+def _reachable(urls: tuple[str, ...], timeout: float = 10.0) -> bool:
     """True if any server in `urls` answers at all (even with an HTTP error): then downloading is worth trying."""
     for url in urls:
         try:
@@ -252,60 +190,50 @@ def _reachable(urls: list[str], timeout: float = 10.0) -> bool:
     return False
 
 
-def _unavailable_message(source: str, name: str, folder_path: Path, missing: list[str], reason: str) -> str:
+def _unavailable_message(source: str, name: str, root: Path, missing: list[RemoteFile], reason: str) -> str:
     """Say which files are missing, where we looked, where to get them and where to put them."""
-    folder = folder_path.name
-    where = folder_path.resolve()
+    folder = (root / missing[0].relpath).parent.resolve()
     lines = [
-        f"GPT-2 weights {name} ({folder}) from {'OpenAI' if source == 'openai' else 'Hugging Face'} "
-        f"are not available: {reason}",
-        f"Looked in: {where}",
-        "Missing: " + ", ".join(f + (" (present, but not the expected size)" if (folder_path / f).exists() else "")
-                                for f in missing),
-        "To fix, on a machine with internet access run",
-        f"    python ch05/gpt_download.py --model-size {name} --source {source} --models-dir <folder>",
-        f"and copy the folder <folder>/{folder} to {where}; or download these files by hand into {where}:",
+        f"GPT-2 weights {name} from {'OpenAI' if source == 'openai' else 'Hugging Face'} are not available: {reason}",
+        f"Looked in: {folder} (the models folder is set by BUILDLLM_MODELS_DIR or a --models-dir option)",
+        "Missing: " + ", ".join(Path(f.relpath).name + (" (present, but not the expected size or checksum)"
+                                                         if (root / f.relpath).exists() else "") for f in missing),
+        f"To fix: on a machine with internet access, download them into its models folder and copy {folder} here; "
+        f"or download these files by hand into {folder}:",
     ]
-    lines += [f"    {_file_urls(source, name, folder, f)[0]}" for f in missing]
-    backups = _file_urls(source, name, folder, missing[0])[1:]
-    if backups:
-        lines.append(f"(backup mirror: {backups[0].rsplit('/', 1)[0]}/<file>)")
+    lines += [f"    {f.urls[0]}" for f in missing]
+    if len(missing[0].urls) > 1:
+        lines.append(f"(backup mirror: {missing[0].urls[1].rsplit('/', 1)[0]}/<file>)")
     return "\n".join(lines)
 
 
-def download_gpt2_files(
-    model_size: str, models_dir: str | Path = "gpt2", source: str = "openai", retries: int | None = None,
-    progress: bool = True,
-) -> Path:
-    """Make sure the weight files of one GPT-2 size lie verified in `models_dir`/<size>; return that folder.
+def download_gpt2_files(model_size: str, models_root: str | Path | None = None, source: str = "openai",
+                        retries: int | None = None, progress: bool = True) -> Path:
+    """Make sure the weight files of one GPT-2 size lie verified in the models folder; return their folder.
 
-    Files already there (and of the right size where we know it) are used as they
-    are, without any network access. Missing ones are downloaded atomically.
+    Files already there (and of the right size and checksum where we know them) are
+    used as they are, without any network access. Missing ones are downloaded
+    atomically and verified.
     """
     if source not in ("openai", "huggingface"):
         raise ValueError(f"Unknown source {source!r}; choose 'openai' or 'huggingface'.")
-    name, folder = resolve_model_size(model_size)
-    folder_path = Path(models_dir) / folder
-    files = OPENAI_FILES if source == "openai" else (HF_FILE,)
-    missing = [f for f in files if not _is_valid(folder_path / f, *_expected(source, name, folder, f))]
-    if not missing:
-        return folder_path
-    if not _reachable(_file_urls(source, name, folder, missing[0])):
+    name = resolve_gpt2_size(model_size)
+    root = models_dir(models_root)
+    files = gpt2_files(name, source)
+    missing = [f for f in files if not _is_valid(root / f.relpath, f)]
+    if missing and not _reachable(missing[0].urls):
         raise WeightsUnavailableError(
-            _unavailable_message(source, name, folder_path, missing, "no network connection to the download server.")
+            _unavailable_message(source, name, root, missing, "no network connection to the download server.")
         )
-    for i, file in enumerate(missing):
-        size, sha256 = _expected(source, name, folder, file)
+    for i, spec in enumerate(missing):
         try:
-            download_file(
-                _file_urls(source, name, folder, file), folder_path / file, size=size, sha256=sha256,
-                retries=DOWNLOAD_RETRIES if retries is None else retries, progress=progress,
-            )
+            download_file(spec.urls, root / spec.relpath, size=spec.size, sha256=spec.sha256,
+                          retries=DOWNLOAD_RETRIES if retries is None else retries, progress=progress)
         except (DownloadError, ChecksumError) as exc:
             raise WeightsUnavailableError(
-                _unavailable_message(source, name, folder_path, missing[i:], f"the download failed.\n{exc}")
+                _unavailable_message(source, name, root, missing[i:], f"the download failed.\n{exc}")
             ) from None
-    return folder_path
+    return gpt2_folder(name, root)
 
 
 # --- OpenAI's TensorFlow checkpoint -----------------------------------------
@@ -317,10 +245,9 @@ def _import_tensorflow():
     except ImportError:
         raise ImportError(
             "Reading OpenAI's original GPT-2 checkpoint needs TensorFlow: pip install tensorflow. "
-            "Or use the Hugging Face weights (source='huggingface' / --source huggingface), which need no TensorFlow."
+            "Or use the Hugging Face weights (source='huggingface'), which need no TensorFlow."
         ) from None
     return tf
-
 
 def openai_to_hf_name(tf_name: str) -> str:
     """Map an OpenAI variable name ("model/h3/attn/c_attn/w") to its Hugging Face key ("h.3.attn.c_attn.weight")."""
@@ -355,15 +282,14 @@ def load_openai_checkpoint(model_dir: str | Path) -> tuple[dict, dict[str, Tenso
     except (tf.errors.OpError, ValueError) as exc:
         raise WeightsUnavailableError(
             f"Could not read the OpenAI checkpoint in {model_dir.resolve()}: {exc}\n"
-            f"A file is probably truncated or corrupt. Delete the folder and download it again "
-            f"(python ch05/gpt_download.py)."
+            f"A file is probably truncated or corrupt. Delete the folder and download the files again."
         ) from None
     return settings, state_dict
 
 
-def download_and_load_gpt2(model_size: str, models_dir: str | Path = "gpt2") -> tuple[dict, dict[str, Tensor]]:
+def download_and_load_gpt2(model_size: str, models_root: str | Path | None = None) -> tuple[dict, dict[str, Tensor]]:
     """Download (if needed) and read OpenAI's GPT-2 checkpoint; return (hparams settings, HF-format state dict)."""
-    folder_path = download_gpt2_files(model_size, models_dir, source="openai")
+    folder_path = download_gpt2_files(model_size, models_root, source="openai")
     return load_openai_checkpoint(folder_path)
 
 
@@ -379,49 +305,51 @@ def settings_from_state_dict(state_dict: Mapping[str, Tensor], n_head: int) -> d
 
 
 def load_safetensors_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """Read a GPT-2 model.safetensors; a truncated or corrupt file is deleted and reported, never loaded."""
+    """Read a GPT-2 model.safetensors; a truncated or corrupt file is reported (and left alone), never loaded."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        path.unlink(missing_ok=True)
+    except PermissionError:
+        raise WeightsUnavailableError(f"Cannot read {path.resolve()}: permission denied. Fix the file's "
+                                      f"permissions.") from None
+    except FileNotFoundError:
+        raise WeightsUnavailableError(f"No file at {path.resolve()}.") from None
+    except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsUnavailableError(
-            f"{path.resolve()} is truncated or corrupt ({exc}); it was deleted. Download it again "
-            f"(python ch05/gpt_download.py --source huggingface)."
+            f"{path.resolve()} is truncated or corrupt ({exc}). Delete it and download it again."
         ) from None
 
 
 def download_and_load_gpt2_safetensors(
-    model_size: str, models_dir: str | Path = "gpt2"
+    model_size: str, models_root: str | Path | None = None
 ) -> tuple[dict, dict[str, Tensor]]:
     """Download (if needed) and read Hugging Face's GPT-2 safetensors; return (settings, state dict). No TensorFlow."""
-    name, _ = resolve_model_size(model_size)
-    folder_path = download_gpt2_files(model_size, models_dir, source="huggingface")
-    state_dict = load_safetensors_checkpoint(folder_path / HF_FILE)
+    name = resolve_gpt2_size(model_size)
+    folder_path = download_gpt2_files(model_size, models_root, source="huggingface")
+    state_dict = load_safetensors_checkpoint(folder_path / "model.safetensors")
     return settings_from_state_dict(state_dict, GPT2_SIZES[name]["n_heads"]), state_dict
 
 
 # --- One call for the chapters ------------------------------------------------
 
-def _has_local_files(source: str, model_size: str, models_dir: str | Path) -> bool:
-    name, folder = resolve_model_size(model_size)
-    files = OPENAI_FILES if source == "openai" else (HF_FILE,)
-    return all(_is_valid(Path(models_dir) / folder / f, *_expected(source, name, folder, f)) for f in files)
+def _has_local_files(source: str, model_size: str, models_root: str | Path | None) -> bool:
+    root = models_dir(models_root)
+    return all(_is_valid(root / f.relpath, f) for f in gpt2_files(resolve_gpt2_size(model_size), source))
 
 
 def load_pretrained_gpt(
     model_size: str = "gpt2-small",
-    models_dir: str | Path = "gpt2",
+    models_root: str | Path | None = None,
     source: str = "auto",
     device: str | torch.device = "cpu",
     **config_overrides,
 ) -> GPTModel:
     """Return a GPTModel with OpenAI's GPT-2 weights, in eval mode (qkv_bias=True, context 1024 unless overridden).
 
-    ``source="auto"`` uses files already in `models_dir` first (either format), then
+    ``source="auto"`` uses files already in the models folder first (either format), then
     tries to download the Hugging Face safetensors (no TensorFlow needed), then
     OpenAI's checkpoint. Raises `WeightsUnavailableError` when nothing works.
     `config_overrides` change the config, e.g. ``drop_rate=0.0`` or a shorter
@@ -429,12 +357,12 @@ def load_pretrained_gpt(
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(SOURCES)}.")
-    name, _ = resolve_model_size(model_size)
+    name = resolve_gpt2_size(model_size)
     cfg = get_gpt2_config(name, **{"context_length": 1024, "qkv_bias": True, **config_overrides})
 
     if source == "auto":
         order = ["huggingface", "openai"]
-        if _has_local_files("openai", name, models_dir) and not _has_local_files("huggingface", name, models_dir):
+        if _has_local_files("openai", name, models_root) and not _has_local_files("huggingface", name, models_root):
             order.reverse()
     else:
         order = [source]
@@ -442,7 +370,7 @@ def load_pretrained_gpt(
     problems = []
     for src in order:
         try:
-            settings, state_dict = loaders[src](name, models_dir)
+            settings, state_dict = loaders[src](name, models_root)
             break
         except (WeightsUnavailableError, ImportError) as exc:
             if source != "auto":
@@ -467,70 +395,3 @@ def load_pretrained_gpt(
     model = GPTModel(cfg)
     load_weights_into_gpt(model, weights)
     return model.to(device).eval()
-
-
-def load_base_gpt(
-    weights: str,
-    model_size: str = "gpt2-small",
-    models_dir: str | Path = "gpt2",
-    device: str | torch.device = "cpu",
-    drop_rate: float = 0.0,
-    **config_overrides,
-) -> tuple[GPTModel, str]:
-    """Return (the model a fine-tuning run starts from, a description of it), as chapters 6 and 7 choose it.
-
-    `weights` is a GPT-2 size ("gpt2-small" ... "gpt2-xl": OpenAI's weights),
-    "random" (random init of `model_size` with GPT-2's layout, query/key/value
-    bias included, changed by `config_overrides` such as ``emb_dim=64``; None
-    values are ignored), or the path of a model.pth written by
-    `buildllm.training.save_model`. Every dropout rate is set to `drop_rate`.
-    Raises WeightsUnavailableError (GPT-2 weights neither in `models_dir` nor
-    downloadable), FileNotFoundError (no such file) or ValueError (a bad config).
-    """
-    from .training import load_model
-
-    config_overrides = {k: v for k, v in config_overrides.items() if v is not None}
-    if weights in GPT2_SIZES or weights in GPT2_SIZE_ALIASES:
-        model = load_pretrained_gpt(model_size=weights, models_dir=models_dir, device=device, drop_rate=drop_rate)
-        return model, f"OpenAI's {weights} weights"
-    if weights == "random":
-        cfg = get_gpt2_config(model_size, qkv_bias=True, drop_rate=drop_rate, **config_overrides)
-        described = ", ".join(f"{k}={v}" for k, v in config_overrides.items())
-        return GPTModel(cfg).to(device), f"random initialization ({model_size}{', ' + described if described else ''})"
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {path}. Write one with ch05/gpt_train.py (it saves model.pth), or use "
-            f"'random' or a GPT-2 size ({', '.join(GPT2_SIZES)})."
-        )
-    model = load_model(path, device=device)
-    set_dropout(model, drop_rate)  # the checkpoint may have been trained with another dropout rate
-    return model, f"the model in {path}"
-
-
-def download_cli(argv: list[str] | None, *, default_model_size: str, default_source: str, next_step: str) -> int:
-    """The command line of the chapters' ``gpt_download.py`` scripts; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        description="Download GPT-2 weights: OpenAI's TensorFlow checkpoint or Hugging Face's safetensors.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--model-size", default=default_model_size,
-                        choices=list(GPT2_SIZE_ALIASES) + list(GPT2_SIZES), help="which GPT-2")
-    parser.add_argument("--source", default=default_source, choices=("openai", "huggingface"),
-                        help="openai: the original files (reading them needs TensorFlow); "
-                             "huggingface: one model.safetensors file")
-    parser.add_argument("--models-dir", default="gpt2", help="parent folder; files go into <models-dir>/<size>")
-    parser.add_argument("--retries", type=int, default=3, help="attempts per URL")
-    args = parser.parse_args(argv)
-    try:
-        folder = download_gpt2_files(args.model_size, args.models_dir, args.source, retries=max(args.retries, 1))
-    except WeightsUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"GPT-2 {args.model_size} ({args.source}) is ready in {folder.resolve()}:")
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.endswith(".part"):
-            print(f"  {path.name:34s} {path.stat().st_size:>13,} bytes")
-    print(next_step.format(model_size=args.model_size, models_dir=args.models_dir))
-    return 0
-

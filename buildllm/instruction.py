@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -33,10 +32,9 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .generation import generate, text_to_token_ids
-from .tokenizer import ENDOFTEXT
-
-PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, used both to end a response and to pad
+from .files import atomic_write_json
+from .generation import generate, generate_tokens, text_to_token_ids
+from .tokenizer import END_OF_TEXT_ID, ENDOFTEXT
 IGNORE_INDEX = -100  # the default ignore_index of torch.nn.functional.cross_entropy
 
 ALPACA_PREAMBLE = (
@@ -215,7 +213,7 @@ def _is_masked_item(item) -> bool:
 
 def custom_collate_fn(
     batch: Sequence,
-    pad_token_id: int = PAD_TOKEN_ID,
+    pad_token_id: int = END_OF_TEXT_ID,
     ignore_index: int = IGNORE_INDEX,
     allowed_max_length: int | None = None,
     device: str | torch.device = "cpu",
@@ -258,11 +256,13 @@ def create_instruction_dataloader(
     allowed_max_length: int | None = 1024,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    pad_token_id: int = END_OF_TEXT_ID,
 ) -> DataLoader:
     """Wrap `dataset` in a DataLoader that batches with `custom_collate_fn` (train: shuffle and drop_last True)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    collate = partial(custom_collate_fn, allowed_max_length=allowed_max_length, device=device)
+    collate = partial(custom_collate_fn, pad_token_id=pad_token_id, allowed_max_length=allowed_max_length,
+                      device=device)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, shuffle=shuffle,
                       drop_last=drop_last, num_workers=num_workers)
 
@@ -287,7 +287,7 @@ def extract_response(generated_text: str, prompt: str, style: str = "alpaca") ->
 
 
 def _context_size(model) -> int:
-    return model.pos_emb.weight.shape[0]
+    return model.cfg["context_length"]
 
 
 def generate_response(
@@ -298,9 +298,12 @@ def generate_response(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_k: int | None = None,
-    eos_id: int = PAD_TOKEN_ID,
+    eos_id: int | None = None,
 ) -> str:
-    """Let `model` answer `entry` (greedy by default) and return the extracted response text."""
+    """Let `model` answer `entry` (greedy by default) and return the extracted response text.
+
+    Generation stops at `eos_id` (default: the tokenizer's end-of-text token).
+    """
     prompt = build_prompt(entry, style)
     device = next(model.parameters()).device
     idx = text_to_token_ids(prompt, tokenizer).to(device)  # (1, num_prompt_tokens)
@@ -312,8 +315,9 @@ def generate_response(
         )
     was_training = model.training
     model.eval()
+    eos_id = tokenizer.eot_token if eos_id is None else eos_id
     token_ids = generate(model, idx, max_new_tokens, context_size, temperature=temperature, top_k=top_k,
-                         eos_id=eos_id)  # (1, num_prompt_tokens + new)
+                         eos_id=eos_id, use_cache=True)  # (1, num_prompt_tokens + new)
     model.train(was_training)
     # Decode only the new tokens: decoding the prompt again could differ from the prompt text.
     new_text = tokenizer.decode(token_ids[0, idx.shape[1]:].tolist())
@@ -344,20 +348,19 @@ def stream_tokens(
     max_new_tokens: int,
     temperature: float = 0.0,
     top_k: int | None = None,
-    eos_id: int | None = PAD_TOKEN_ID,
+    eos_id: int | None = END_OF_TEXT_ID,
 ) -> Iterator[int]:
-    """Yield new token IDs one at a time after `idx` (1, num_tokens), stopping at `eos_id`.
+    """Yield new token IDs one at a time after `idx` (1, num_tokens), stopping before `eos_id`.
 
-    Each step calls ``buildllm.generation.generate`` for a single token, so the
-    sampling rules are exactly those of ``generate``.
+    The steps are those of ``buildllm.generation.generate`` (with the KV cache), so the
+    sampling rules are exactly the same.
     """
-    context_size = _context_size(model)
-    for _ in range(max_new_tokens):
-        out = generate(model, idx, 1, context_size, temperature=temperature, top_k=top_k, eos_id=eos_id)
-        if out.shape[1] == idx.shape[1]:  # generate stops before appending the end token
+    for idx_next in generate_tokens(model, idx, max_new_tokens, _context_size(model), temperature, top_k,
+                                    use_cache=True):
+        token_id = int(idx_next[0, 0])
+        if token_id == eos_id:
             return
-        idx = out[:, -context_size:]  # keep within the context: (1, <= context_size)
-        yield int(out[0, -1])
+        yield token_id
 
 
 def stream_response(
@@ -367,11 +370,13 @@ def stream_response(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_k: int | None = None,
-    eos_id: int = PAD_TOKEN_ID,
+    eos_id: int | None = None,
 ) -> Iterator[str]:
     """Yield the answer to `prompt` as text pieces while it is generated (for a live chat)."""
     device = next(model.parameters()).device
-    idx = text_to_token_ids(prompt, tokenizer).to(device)[:, -_context_size(model):]
+    # The prompt is built by the program (a chat format's special tokens included): encode them as such.
+    idx = torch.tensor([tokenizer.encode(prompt, allowed_special="all")], device=device)[:, -_context_size(model):]
+    eos_id = tokenizer.eot_token if eos_id is None else eos_id
     was_training = model.training
     model.eval()
     new_ids: list[int] = []
@@ -409,61 +414,9 @@ def format_conversation(turns: Sequence[tuple[str, str | None]], style: str = "a
     return text
 
 
-# --------------------------------------------------------------------------- the model to start from
-
-
-class BaseModelError(RuntimeError):
-    """The requested starting weights cannot be used; the message names the alternatives."""
-
-
-def load_base_model(
-    weights: str,
-    model_size: str = "gpt2-small",
-    models_dir: str | os.PathLike = "gpt2",
-    device: str | torch.device = "cpu",
-    drop_rate: float = 0.0,
-    **overrides,
-):
-    """Return the GPTModel to fine-tune: OpenAI's GPT-2 (`weights` = a size), "random", or a model.pth PATH.
-
-    ``"random"`` builds `model_size` with GPT-2's layout (query/key/value bias) and
-    the `overrides` (emb_dim, n_layers, n_heads, context_length) for small models;
-    see `buildllm.gpt2.load_base_gpt`. Raises BaseModelError with what to do
-    instead when the weights are unavailable.
-    """
-    from .gpt2 import WeightsUnavailableError, load_base_gpt
-    from .model import GPT2_SIZES
-
-    alternatives = ("Use --weights random (a randomly initialized model) or --weights PATH (a model.pth "
-                    "written by ch05/gpt_train.py).")
-    try:
-        model, _ = load_base_gpt(weights, model_size, models_dir, device, drop_rate, **overrides)
-    except FileNotFoundError:
-        raise BaseModelError(
-            f"--weights {weights!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), 'random', nor an existing "
-            f"file. {alternatives}"
-        ) from None
-    except (WeightsUnavailableError, OSError) as exc:
-        raise BaseModelError(f"The {weights} weights are not available: {exc}\n{alternatives}") from None
-    except (RuntimeError, ValueError) as exc:  # a bad config, or a file that is not a GPT model
-        raise BaseModelError(f"Could not load --weights {weights}: {exc}") from None
-    return model
-
-
 # --------------------------------------------------------------------------- saving
 
 
 def save_json(obj, path: str | os.PathLike, indent: int = 4) -> Path:
-    """Write `obj` as UTF-8 JSON to `path` atomically (temporary file + os.replace); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write `obj` as UTF-8 JSON to `path` atomically (see `buildllm.files`); return the path."""
+    return atomic_write_json(obj, path, indent=indent)

@@ -1,110 +1,122 @@
-"""A key/value cache for fast generation (bonus material of chapters 4-5).
+"""A key/value cache for fast generation (bonus material of chapters 4-5), used by every model's forward.
 
 Without a cache, every new token re-runs the model over the whole sequence,
-recomputing keys and values that did not change. With a cache:
+recomputing keys and values that did not change. With a cache::
 
-1. *prefill*: one forward pass over the prompt stores each layer's keys and
-   values in pre-allocated tensors of shape (b, num_heads, context_length, head_dim);
-2. *decode*: each step feeds only the newest token; its query attends to all
-   cached keys/values, and its own key/value is written into the next slot.
+    cache = KVCache(max_len=model.cfg["context_length"])
+    logits = model(prompt_ids, kv_cache=cache)     # prefill: the whole prompt, keys/values stored
+    logits = model(next_id, kv_cache=cache)        # decode: one new token attends to all stored ones
 
-The cached forward pass below reuses the modules (and weights) of a plain
-`GPTModel`; the teaching model itself is unchanged.
+The model passes ``cache.layer(i)`` to block i; its attention stores the new keys
+and values with `LayerKVCache.update` and gets back all keys and values so far,
+together with the mask of this step (`LayerKVCache.mask`). The model asks the
+cache for the new tokens' positions first (`KVCache.start_step`) and moves it on
+afterwards (`KVCache.advance`). Storage is allocated at the first update, with the
+shape of the keys it receives, so the same cache serves `GPTModel` (one key per
+query head) and the Llama-style models (fewer key/value heads).
 
-Context-length policy: once the sequence fills the context, the uncached model
-sees a sliding window of the last ``context_length`` tokens, whose positions all
-shift by one each step. Cached keys carry their old positions, so we cannot slide
-the cache: from then on each step recomputes the window (no speed-up, but exactly
-the same tokens as the uncached path).
-
-Batches whose prompts have different lengths are left-padded; an attention mask
-keeps every token from attending to padding, and positions start at each row's
-first real token, so each row generates exactly what it would generate alone.
+Batches of prompts with different lengths are left-padded: pass their
+``attention_mask`` (b, prompt_len), 1 for real tokens and 0 for padding. No token
+attends to padding, and positions count real tokens only, so each row generates
+exactly what it would generate alone.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .generation import check_sampling_args, pick_next_token
+
+class LayerKVCache:
+    """The stored keys and values of one layer (a view of its `KVCache`)."""
+
+    def __init__(self, parent: "KVCache"):
+        self.parent = parent
+        self.keys: torch.Tensor | None = None  # (b, num_kv_heads, max_len, head_dim)
+        self.values: torch.Tensor | None = None
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new `keys`/`values` (b, heads, n, head_dim); return all so far: (b, heads, start + n, head_dim)."""
+        start, n = self.parent.length, keys.shape[2]
+        if self.keys is None:
+            b, heads, _, head_dim = keys.shape
+            shape = (b, heads, self.parent.max_len, head_dim)
+            self.keys = keys.new_zeros(shape)
+            self.values = values.new_zeros(shape[:3] + (values.shape[-1],))
+        self.keys[:, :, start : start + n] = keys
+        self.values[:, :, start : start + n] = values
+        return self.keys[:, :, : start + n], self.values[:, :, : start + n]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """This step's mask (b or 1, 1, n, start + n): True where a new token must not attend."""
+        return self.parent.step_mask
 
 
 class KVCache:
-    """Pre-allocated keys and values for every layer: each (b, num_heads, max_len, head_dim)."""
+    """Keys and values of every layer for up to `max_len` positions, filled from left to right."""
 
-    def __init__(self, model, batch_size: int, device=None, dtype=None):
-        cfg = model.cfg
-        att = model.trf_blocks[0].att
-        param = next(model.parameters())
-        self.max_len = cfg["context_length"]
-        shape = (batch_size, att.num_heads, self.max_len, att.head_dim)
-        device = device or param.device
-        dtype = dtype or param.dtype
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg["n_layers"])]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg["n_layers"])]
-        self.length = 0  # how many positions are filled
+    def __init__(self, max_len: int, attention_mask: torch.Tensor | None = None):
+        if max_len < 1:
+            raise ValueError(f"max_len must be at least 1 (usually the model's context_length), got {max_len}.")
+        self.max_len = max_len
+        self.length = 0  # positions filled so far
+        self.layers: dict[int, LayerKVCache] = {}
+        # Left padding of the first step (the prompt): 1 = real token, 0 = padding.
+        self.prompt_mask = attention_mask
+        self.key_padding: torch.Tensor | None = None  # (b, max_len), True where a key is padding
+        self.next_position: torch.Tensor | None = None  # (b,) position of each row's next token
+        self.step_mask: torch.Tensor | None = None
 
+    def layer(self, index: int) -> LayerKVCache:
+        """The cache of layer `index` (created on first use)."""
+        if index not in self.layers:
+            self.layers[index] = LayerKVCache(self)
+        return self.layers[index]
 
-def _cached_attention(att, x, cache: KVCache, layer: int, key_padding: torch.Tensor | None) -> torch.Tensor:
-    """`MultiHeadAttention.forward` for new tokens `x` (b, n, d) that also attend to the cached tokens."""
-    b, n, _ = x.shape
-    start = cache.length
+    def start_step(self, num_tokens: int, device: torch.device | str) -> torch.Tensor:
+        """Prepare a forward pass over `num_tokens` new tokens; return their positions (b or 1, num_tokens)."""
+        start = self.length
+        if start + num_tokens > self.max_len:
+            raise ValueError(
+                f"The cache holds {self.max_len} positions; {start} are used and {num_tokens} more were "
+                f"given. Start a new cache over the last {self.max_len} tokens instead."
+            )
+        query_pos = torch.arange(start, start + num_tokens, device=device)  # (n,)
+        key_pos = torch.arange(start + num_tokens, device=device)  # (start + n,)
+        mask = key_pos[None, :] > query_pos[:, None]  # (n, start + n): True above the diagonal = the future
 
-    def heads(t):  # (b, n, d_out) -> (b, num_heads, n, head_dim)
-        return t.view(b, n, att.num_heads, att.head_dim).transpose(1, 2)
+        if self.prompt_mask is not None and start == 0:
+            prompt_mask = self.prompt_mask.to(device)
+            if prompt_mask.shape[1] != num_tokens:
+                raise ValueError(f"attention_mask covers {prompt_mask.shape[1]} tokens, but the first step "
+                                 f"has {num_tokens}: give the mask of the prompt.")
+            self.key_padding = torch.zeros(prompt_mask.shape[0], self.max_len, dtype=torch.bool, device=device)
+            self.key_padding[:, :num_tokens] = prompt_mask == 0
+            # Position of a token = number of real tokens before it in its row.
+            positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (b, n)
+            self.next_position = prompt_mask.sum(dim=1)  # (b,)
+        elif self.key_padding is not None:
+            positions = self.next_position[:, None] + torch.arange(num_tokens, device=device)  # (b, n)
+            self.next_position = self.next_position + num_tokens
+        else:
+            positions = query_pos[None, :]  # (1, n): the same for every row
 
-    cache.keys[layer][:, :, start : start + n] = heads(att.W_key(x))
-    cache.values[layer][:, :, start : start + n] = heads(att.W_value(x))
-    keys = cache.keys[layer][:, :, : start + n]  # (b, num_heads, start + n, head_dim)
-    values = cache.values[layer][:, :, : start + n]
-    queries = heads(att.W_query(x))  # (b, num_heads, n, head_dim)
+        if self.key_padding is None:
+            self.step_mask = mask[None, None]  # (1, 1, n, start + n)
+        else:
+            # No token attends to padding, except a padding token to itself: a row of the
+            # scores with every key masked would give NaN, and NaN would spread through the cache.
+            is_self = key_pos[None, :] == query_pos[:, None]  # (n, start + n)
+            padding = self.key_padding[:, None, None, : start + num_tokens]  # (b, 1, 1, start + n)
+            self.step_mask = mask[None, None] | (padding & ~is_self[None, None])  # (b, 1, n, start + n)
+        return positions
 
-    attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, n, start + n)
-    # New token i sits at position start + i and may see positions 0 .. start + i.
-    mask = att.mask.bool()[start : start + n, : start + n]  # (n, start + n)
-    if key_padding is not None:  # (b, start + n), True where the key is padding
-        # No token attends to padding, except a padding token to itself: a query row
-        # with every key masked would give NaN, and NaN would leak through the cache.
-        query_pos = torch.arange(start, start + n, device=x.device)[:, None]
-        is_self = query_pos == torch.arange(start + n, device=x.device)[None, :]  # (n, start + n)
-        mask = mask | (key_padding[:, None, None, : start + n] & ~is_self)
-    attn_scores = attn_scores.masked_fill(mask, -torch.inf)
-    attn_weights = torch.softmax(attn_scores / att.head_dim**0.5, dim=-1)
-    attn_weights = att.dropout(attn_weights)
-    context = (attn_weights @ values).transpose(1, 2).reshape(b, n, att.d_out)
-    return att.out_proj(context)
-
-
-def forward_with_cache(
-    model, idx: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Run `model` on the new tokens `idx` (b, n) after the `cache.length` cached ones; return logits (b, n, vocab).
-
-    `attention_mask` (b, cache.length + n) is 1 for real tokens and 0 for left padding.
-    """
-    b, n = idx.shape
-    start = cache.length
-    if start + n > cache.max_len:
-        raise ValueError(f"The cache holds {cache.max_len} positions; {start} used, {n} more requested.")
-    if attention_mask is None:
-        positions = torch.arange(start, start + n, device=idx.device).expand(b, n)
-        key_padding = None
-    else:
-        # Position of a token = number of real tokens before it in its row.
-        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)[:, start : start + n]
-        key_padding = attention_mask == 0
-    x = model.tok_emb(idx) + model.pos_emb(positions)  # (b, n, emb_dim)
-    x = model.drop_emb(x)
-    for layer, block in enumerate(model.trf_blocks):
-        shortcut = x
-        x = block.drop_shortcut(_cached_attention(block.att, block.norm1(x), cache, layer, key_padding)) + shortcut
-        shortcut = x
-        x = block.drop_shortcut(block.ff(block.norm2(x))) + shortcut
-    cache.length = start + n
-    return model.out_head(model.final_norm(x))
+    def advance(self, num_tokens: int) -> None:
+        """Mark `num_tokens` more positions as filled (the model calls this after its layers)."""
+        self.length += num_tokens
 
 
-def left_pad(prompts: list[list[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists to one (b, max_len) tensor; return it and the attention mask (1 = real token)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("Every prompt needs at least one token.")
@@ -115,51 +127,3 @@ def left_pad(prompts: list[list[int]], pad_id: int = 50256) -> tuple[torch.Tenso
         idx[row, width - len(p) :] = torch.tensor(p)
         mask[row, width - len(p) :] = 1
     return idx, mask
-
-
-@torch.no_grad()
-def generate_cached(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    context_size: int | None = None,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    eos_id: int | None = None,
-    attention_mask: torch.Tensor | None = None,
-    *,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-) -> torch.Tensor:
-    """Like `buildllm.generation.generate`, with a KV cache: prefill once, then one token per step.
-
-    Tokens are picked by the same `buildllm.generation.pick_next_token`, so top-p and the
-    repetition penalty work here too (padding does not count as an earlier token).
-    """
-    check_sampling_args(temperature, top_k, model.cfg["vocab_size"], top_p=top_p,
-                        repetition_penalty=repetition_penalty)
-    context_size = min(context_size or model.cfg["context_length"], model.cfg["context_length"])
-    mask = attention_mask
-    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    cache = None
-    for _ in range(max_new_tokens):
-        if idx.shape[1] > context_size:  # window is full: recompute it (see the module docstring)
-            cache = KVCache(model, idx.shape[0])
-            window_mask = None if mask is None else mask[:, -context_size:]
-            logits = forward_with_cache(model, idx[:, -context_size:], cache, window_mask)
-        elif cache is None:  # prefill: the whole prompt in one pass
-            cache = KVCache(model, idx.shape[0])
-            logits = forward_with_cache(model, idx, cache, mask)
-        else:  # decode: only the newest token
-            logits = forward_with_cache(model, idx[:, -1:], cache, mask)
-        idx_next = pick_next_token(logits[:, -1, :], temperature, top_k, top_p=top_p,
-                                   repetition_penalty=repetition_penalty, token_ids=idx, attention_mask=mask)
-        if eos_id is not None:
-            idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)
-            finished = finished | (idx_next.squeeze(1) == eos_id)
-            if bool(finished.all()):
-                break
-        idx = torch.cat((idx, idx_next), dim=1)
-        if mask is not None:
-            mask = torch.cat((mask, torch.ones_like(idx_next)), dim=1)
-    return idx

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .distributed import DistInfo, all_reduce_mean, make_distributed_loader, print0, rank_print
+from .distributed import DistInfo, all_reduce_mean, make_distributed_loader, print0, rank_print, wrap_ddp
 
 
 def toy_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,8 +96,6 @@ def train_epoch(model: nn.Module, dataloader: DataLoader, optimizer: torch.optim
 def train_toy_ddp(info: DistInfo, num_epochs: int = 3, seed: int = 123, batch_size: int = 2,
                   lr: float = 0.5) -> tuple[float, float]:
     """Train NeuralNetwork(2, 2) on the toy data in an initialized process group; return (train, test) accuracy."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     torch.manual_seed(seed)  # the same initial weights on every rank (DDP also copies rank 0's weights)
     X_train, y_train, X_test, y_test = toy_data()
     train_ds, test_ds = ToyDataset(X_train, y_train), ToyDataset(X_test, y_test)
@@ -105,21 +103,21 @@ def train_toy_ddp(info: DistInfo, num_epochs: int = 3, seed: int = 123, batch_si
     train_loader = make_distributed_loader(train_ds, batch_size=batch_size, shuffle=True, seed=seed, drop_last=True)
 
     model = NeuralNetwork(num_inputs=2, num_outputs=2).to(info.device)
-    model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    model = wrap_ddp(model, info.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
     for epoch in range(num_epochs):
         train_loader.sampler.set_epoch(epoch)
 
         def show(batch_idx: int, loss: float) -> None:
-            rank_print(f"epoch {epoch + 1:03d}/{num_epochs:03d} | batch {batch_idx + 1:03d}/"
-                       f"{len(train_loader):03d} | batch size {batch_size} | loss {loss:.4f}", flush=True)
+            rank_print(f"에포크 {epoch + 1}/{num_epochs}, 배치 {batch_idx + 1}/{len(train_loader)} "
+                       f"(배치 크기 {batch_size}): 손실 {loss:.4f}", flush=True)
 
         mean_loss = train_epoch(model, train_loader, optimizer, info.device, on_batch=show)
         # Every rank must take part in the all-reduce, even though only rank 0 prints.
         mean_loss = all_reduce_mean(mean_loss)
-        print0(f"epoch {epoch + 1:03d}/{num_epochs:03d} | mean train loss over {info.world_size} "
-               f"process(es): {mean_loss:.4f}", flush=True)
+        print0(f"에포크 {epoch + 1}/{num_epochs} 끝: 프로세스 {info.world_size}개의 평균 훈련 손실 {mean_loss:.4f}",
+               flush=True)
 
     # All copies hold identical weights, so each rank can evaluate the (tiny) full sets itself. We use the
     # unwrapped model (model.module): its forward pass involves no communication between the ranks.

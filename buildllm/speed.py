@@ -11,9 +11,11 @@ None of them changes what the model computes; each one changes how:
 - `make_adamw`: AdamW with ``fused=True``: one kernel updates all parameters.
 - `lr_at_step` / `make_lr_schedule`: linear warmup, then cosine decay of the
   learning rate (the book's appendix D explains why).
-- `pad_vocab` / `mask_padded_vocab`: GPT-2's 50,257 tokens padded to
-  50,304 (a multiple of 64), a shape GPU matrix kernels handle faster; the extra
-  tokens' logits are masked to -inf, so they never get probability.
+- `pad_vocab_size`: GPT-2's 50,257 tokens rounded up to 50,304 (a multiple of
+  64), a shape GPU matrix kernels handle faster; build the model with
+  ``padded_vocab_size`` in its config and the extra tokens are never predicted.
+- fused kernels for attention, layer norm and GELU are the model config's
+  ``"fast": True`` (`buildllm.config.GPTConfig`).
 """
 
 from __future__ import annotations
@@ -42,15 +44,15 @@ def check_dtype_supported(device: torch.device, dtype: str) -> torch.dtype | Non
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise ValueError(
             f"This GPU ({_gpu_name(device)}) does not support bfloat16 (it needs compute capability 8.0 or newer: "
-            f"A100, RTX 30xx, H100 ...; V100 and T4 do not have it). Train with --dtype float32 instead."
+            f"A100, RTX 30xx, H100 ...; V100 and T4 do not have it). Use float32 instead."
         )
     if device.type == "mps":
         try:
             torch.ones(1, device=device, dtype=torch.bfloat16)
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"This Mac's MPS backend does not support bfloat16 ({exc}); use --dtype float32.") from None
+            raise ValueError(f"This Mac's MPS backend does not support bfloat16 ({exc}); use float32.") from None
     if device.type not in ("cuda", "cpu", "mps"):
-        raise ValueError(f"bfloat16 autocast is not set up for device type {device.type!r}; use --dtype float32.")
+        raise ValueError(f"bfloat16 autocast is not set up for device type {device.type!r}; use float32.")
     return DTYPES[dtype]
 
 
@@ -93,7 +95,7 @@ def compile_model(model: nn.Module, example_input: torch.Tensor, backend: str = 
                 f"torch.compile (backend {backend!r}) does not work here ({type(exc).__name__}: "
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}); training without it. "
                 "On CPU it needs a C++ compiler (gcc/clang), on NVIDIA GPUs the triton package; "
-                "leave out --compile to silence this.",
+                "train without compiling to silence this.",
                 stacklevel=2,
             )
             return model
@@ -142,9 +144,9 @@ def make_lr_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0, mi
                      schedule: str = "constant") -> Callable[[int], float] | None:
     """Return step -> learning rate, or None for a constant rate without warmup (the book: the optimizer's lr is left alone)."""
     if warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0 (0 = no warmup), got {warmup_steps}.")
+        raise ValueError(f"warmup_steps must be >= 0 (0 = no warmup), got {warmup_steps}.")
     if not 0.0 <= min_lr <= base_lr:
-        raise ValueError(f"--min-lr must be between 0 and the learning rate {base_lr}, got {min_lr}.")
+        raise ValueError(f"min_lr must be between 0 and the learning rate {base_lr}, got {min_lr}.")
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"Unknown learning-rate schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}.")
     if schedule == "constant" and warmup_steps == 0:
@@ -159,58 +161,3 @@ def pad_vocab_size(vocab_size: int, multiple: int = 64) -> int:
     if multiple < 1:
         raise ValueError(f"multiple must be at least 1, got {multiple}.")
     return -(-vocab_size // multiple) * multiple
-
-
-def pad_vocab(model: nn.Module, multiple: int = 64) -> nn.Module:
-    """Grow a `GPTModel`'s vocabulary to a multiple of `multiple` in place, keeping its weights; return it.
-
-    The token embedding and the output layer get zero rows for the padding tokens
-    (nothing random is drawn, so the run's random numbers stay those of the
-    unpadded model), the output layer masks them (`PaddedVocabHead`), and
-    ``model.cfg`` records both sizes: "vocab_size" (padded) and "unpadded_vocab_size".
-    """
-    if "unpadded_vocab_size" in model.cfg:
-        return model  # already padded
-    real = model.cfg["vocab_size"]
-    padded = pad_vocab_size(real, multiple)
-    for layer in (model.tok_emb, model.out_head):  # both hold a (vocab_size, emb_dim) weight
-        old = layer.weight
-        grown = torch.zeros(padded, old.shape[1], device=old.device, dtype=old.dtype)
-        grown[:real] = old.detach()
-        layer.weight = nn.Parameter(grown)
-    model.tok_emb.num_embeddings = padded
-    model.out_head.out_features = padded
-    model.cfg.update(vocab_size=padded, unpadded_vocab_size=real)
-    return mask_padded_vocab(model)
-
-
-class PaddedVocabHead(nn.Linear):
-    """The output layer of a padded vocabulary: logits of the padding tokens (IDs >= unpadded_vocab_size) are -inf.
-
-    With -inf logits the padding tokens get probability 0: in the loss (their
-    gradient is 0, so training never needs them), in sampling and in argmax.
-    Same parameters as the `nn.Linear` it replaces (same state dict).
-    """
-
-    unpadded_vocab_size: int
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = super().forward(x)  # (..., padded vocab_size)
-        padding = torch.arange(logits.shape[-1], device=logits.device) >= self.unpadded_vocab_size
-        return logits.masked_fill(padding, -torch.inf)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, unpadded_vocab_size: int) -> "PaddedVocabHead":
-        """Return a head sharing `linear`'s weight (no copy) that masks the IDs from `unpadded_vocab_size` on."""
-        head = cls.__new__(cls)
-        head.__dict__.update(linear.__dict__)
-        head.unpadded_vocab_size = unpadded_vocab_size
-        return head
-
-
-def mask_padded_vocab(model: nn.Module) -> nn.Module:
-    """If `model.cfg` records a padded vocabulary, make its output head mask the padding tokens; return `model`."""
-    real = model.cfg.get("unpadded_vocab_size")
-    if real is not None and real < model.cfg["vocab_size"] and not isinstance(model.out_head, PaddedVocabHead):
-        model.out_head = PaddedVocabHead.from_linear(model.out_head, real)
-    return model

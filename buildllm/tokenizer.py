@@ -23,6 +23,7 @@ SPLIT_PATTERN = re.compile(r'([,.:;?_!"()\']|--|\s)')
 JOIN_PATTERN = re.compile(r'\s+([,.:;?!"()\'])')
 
 ENDOFTEXT = "<|endoftext|>"
+END_OF_TEXT_ID = 50256  # GPT-2's id of <|endoftext|>: ends a text, and pads batches in chapters 6-7
 UNK = "<|unk|>"
 
 

@@ -1,12 +1,6 @@
 """What chapter 2 built, re-exported for chapter 3 (the code lives in the buildllm package)."""
 
-from buildllm.data import GPTDatasetV1, create_dataloader_v1
-from buildllm.tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, get_gpt2_tokenizer
+from buildllm.data import create_dataloader_v1, GPTDatasetV1  # noqa: F401
+from buildllm.tokenizer import get_gpt2_tokenizer, SimpleTokenizerV1, SimpleTokenizerV2  # noqa: F401
 
-__all__ = [
-    "GPTDatasetV1",
-    "SimpleTokenizerV1",
-    "SimpleTokenizerV2",
-    "create_dataloader_v1",
-    "get_gpt2_tokenizer",
-]
+__all__ = sorted(name for name in dir() if not name.startswith("_"))

@@ -1,24 +1,7 @@
-"""What chapters 2 and 3 built, re-exported for chapter 4 (the code lives in the buildllm package)."""
+"""What chapters 2-3 built, re-exported for chapter 4 (the code lives in the buildllm package)."""
 
-from buildllm.attention import (
-    CausalAttention,
-    MultiHeadAttention,
-    MultiHeadAttentionWrapper,
-    SelfAttention_v1,
-    SelfAttention_v2,
-)
-from buildllm.data import GPTDatasetV1, create_dataloader_v1
-from buildllm.tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, get_gpt2_tokenizer
+from buildllm.attention import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2  # noqa: F401
+from buildllm.data import create_dataloader_v1, GPTDatasetV1  # noqa: F401
+from buildllm.tokenizer import get_gpt2_tokenizer, SimpleTokenizerV1, SimpleTokenizerV2  # noqa: F401
 
-__all__ = [
-    "CausalAttention",
-    "GPTDatasetV1",
-    "MultiHeadAttention",
-    "MultiHeadAttentionWrapper",
-    "SelfAttention_v1",
-    "SelfAttention_v2",
-    "SimpleTokenizerV1",
-    "SimpleTokenizerV2",
-    "create_dataloader_v1",
-    "get_gpt2_tokenizer",
-]
+__all__ = sorted(name for name in dir() if not name.startswith("_"))

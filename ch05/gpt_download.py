@@ -1,26 +1,25 @@
-"""Download OpenAI's GPT-2 weights (chapter 5), verified, into one folder per size.
+"""Download the pretrained weights chapter 5 starts from, verified, into the models folder.
 
-    python ch05/gpt_download.py                                    # 124M, OpenAI's checkpoint, into gpt2/124M
-    python ch05/gpt_download.py --model-size gpt2-medium --source huggingface
+    python ch05/gpt_download.py                                  # gpt2-small from Hugging Face (one safetensors file)
+    python ch05/gpt_download.py --weights gpt2-medium --source openai
+    python ch05/gpt_download.py --weights smollm2-135m-instruct  # SmolLM2: also works without internet
 
-Files that are already there (and of the right size where it is known) are kept.
-On a machine without internet access, run this elsewhere and copy the folder
-(e.g. gpt2/124M) to the same place; the error message lists the URLs.
-The command line lives in `buildllm.gpt2.download_cli`.
+The models folder is --models-dir, else $BUILDLLM_MODELS_DIR, else ~/.cache/buildllm/models;
+every script and notebook looks for weights there. Files already there are verified and
+kept. On a machine without internet access, run this elsewhere and copy the folder it
+prints to the same place; the error message lists the URLs.
 """
 
 from __future__ import annotations
 
 import sys
 
-from buildllm.gpt2 import download_cli
+from buildllm.cli import download_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return download_cli(
-        argv, default_model_size="124M", default_source="openai",
-        next_step="Load it with buildllm.gpt2.load_pretrained_gpt(model_size, models_dir) or ch05/gpt_generate.py.",
-    )
+    return download_main(argv, chapter="chapter 5 (text generation)", default_weights="gpt2-small",
+                         next_step="Generate with it: python ch05/gpt_generate.py --weights {weights}")
 
 
 if __name__ == "__main__":

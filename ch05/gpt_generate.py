@@ -1,82 +1,84 @@
-"""Generate text with a GPT (chapter 5): OpenAI's pretrained GPT-2 weights or a model you trained.
+"""Generate text with a pretrained or trained model (chapter 5).
 
     python ch05/gpt_generate.py --prompt "Every effort moves you"              # GPT-2 small (124M)
-    python ch05/gpt_generate.py --weights gpt2-medium --source huggingface
-    python ch05/gpt_generate.py --checkpoint runs/ch05/model.pth --temperature 0   # greedy, your model
+    python ch05/gpt_generate.py --weights runs/ch05/model.pth --temperature 0  # greedy, your model
+    python ch05/gpt_generate.py --weights smollm2-135m-instruct --chat \\
+        --prompt "What is the capital of France?" --temperature 0 --max-new-tokens 12
 
-GPT-2 weights are looked for in --models-dir (default gpt2/, relative to the current
-folder) and downloaded there when missing (see gpt_download.py). A prompt longer than
-the model's context is cropped to its last tokens, with a warning.
+GPT-2's weights come from the models folder (--models-dir, else $BUILDLLM_MODELS_DIR,
+else ~/.cache/buildllm/models) and are downloaded there when missing (see
+gpt_download.py). Where GPT-2 cannot be downloaded, SmolLM2-135M-Instruct stands in:
+a Llama-style model of similar size with its own tokenizer, whose 4-bit weights also
+reach machines without internet. --chat wraps the prompt in the model's chat format
+(SmolLM2's chat template, or the prompt style a chapter 7 model was fine-tuned with)
+and stops at the end of the answer. A prompt longer than the model's context is
+cropped to its last tokens, with a warning.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+import torch
 
-from buildllm.device import get_device, set_seed
-from buildllm.generation import check_sampling_args, generate, text_to_token_ids, token_ids_to_text
-from buildllm.gpt2 import SOURCES, WeightsUnavailableError, load_pretrained_gpt
-from buildllm.model import GPT2_SIZE_ALIASES, GPT2_SIZES
-from buildllm.tokenizer import get_gpt2_tokenizer
-from buildllm.training import load_model
+from buildllm.cli import (UserError, add_device_argument, add_weights_arguments, load_weights, make_parser,
+                          pick_device, positive_int, probability, run_main, temperature)
+from buildllm.device import set_seed
+from buildllm.generation import generate, text_to_token_ids
+from buildllm.sources import WeightsError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Generate text with GPT-2 weights or a checkpoint of ch05/gpt_train.py (chapter 5).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--prompt", default="Every effort moves you", help="text to continue")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--weights", default="gpt2-small", choices=list(GPT2_SIZES) + list(GPT2_SIZE_ALIASES),
-                       help="OpenAI GPT-2 size to load")
-    which.add_argument("--checkpoint", metavar="PATH", help="a model.pth (or checkpoint.pth) from gpt_train.py")
-    parser.add_argument("--source", default="auto", choices=SOURCES,
-                        help="where GPT-2 weights come from: files on disk first, then Hugging Face, then OpenAI")
-    parser.add_argument("--models-dir", default="gpt2", help="folder holding (or receiving) GPT-2 weights")
-    parser.add_argument("--max-new-tokens", type=int, default=25, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=1.5, help="0 = greedy; higher = more random")
-    parser.add_argument("--top-k", type=int, default=50, help="sample only among the k most likely tokens")
+def build_parser():
+    parser = make_parser("Generate text with GPT-2, SmolLM2 or a model trained by an earlier chapter (chapter 5).")
+    parser.add_argument("--prompt", default="Every effort moves you", help="text to continue (or, with --chat, "
+                                                                            "the message to answer)")
+    add_weights_arguments(parser, default="gpt2-small", random_shape=False)
+    parser.add_argument("--chat", action="store_true",
+                        help="wrap --prompt in the model's chat format and print only the answer (instruction-"
+                             "tuned models: smollm2-135m-instruct, or a chapter 7 model.pth)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=25, help="tokens to generate")
+    parser.add_argument("--temperature", type=temperature, default=1.5, help="0 = greedy; higher = more random")
+    parser.add_argument("--top-k", type=positive_int, default=50,
+                        help="sample only among the k most likely tokens (ignored when --temperature is 0)")
+    parser.add_argument("--top-p", type=probability, default=None, help="nucleus sampling: keep the most likely "
+                                                                        "tokens whose probabilities sum to this")
     parser.add_argument("--seed", type=int, default=123, help="random seed for sampling")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    add_device_argument(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.max_new_tokens < 1:
-        parser.error(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
-    try:
-        check_sampling_args(args.temperature, args.top_k)
-        device = get_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        parser.error(str(exc).replace("temperature", "--temperature").replace("top_k", "--top-k"))
-
-    try:
-        if args.checkpoint:
-            model = load_model(args.checkpoint, device).eval()
-        else:
-            model = load_pretrained_gpt(args.weights, args.models_dir, args.source, device)
-    except (WeightsUnavailableError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # what is missing and how to get it; no traceback
-        return 1
-
+def run(args) -> int:
+    device = pick_device(args.device)
+    base = load_weights(args, device)
+    model, tokenizer = base.model.eval(), base.tokenizer
     vocab_size = model.cfg["vocab_size"]
-    try:
-        check_sampling_args(args.temperature, args.top_k, vocab_size)
-    except ValueError as exc:
-        parser.error(str(exc).replace("top_k", "--top-k"))
-
-    tokenizer = get_gpt2_tokenizer()
+    if args.top_k > vocab_size:
+        raise UserError(f"--top-k {args.top_k} is larger than the vocabulary of {base.name} ({vocab_size} tokens).")
+    stop_id = None
+    prompt = args.prompt
+    if args.chat:
+        try:
+            prompt, stop_id = base.chat_prompt([(args.prompt, None)])
+        except WeightsError as exc:
+            raise UserError(f"--chat: {exc}") from None
+    if args.chat:  # the chat format's own special tokens are part of the prompt the program built
+        idx = torch.tensor([tokenizer.encode(prompt, allowed_special="all")], device=device)
+    else:
+        idx = text_to_token_ids(prompt, tokenizer).to(device)
+    if idx.shape[1] == 0:
+        raise UserError("--prompt is empty: give at least one word.")
     set_seed(args.seed)
-    idx = text_to_token_ids(args.prompt, tokenizer).to(device)
-    token_ids = generate(model, idx, args.max_new_tokens, model.cfg["context_length"],
-                         temperature=args.temperature, top_k=args.top_k)
-    print(token_ids_to_text(token_ids.cpu(), tokenizer))
+    token_ids = generate(model, idx, args.max_new_tokens, model.cfg["context_length"], temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, eos_id=stop_id, use_cache=True)
+    if args.chat:
+        print(tokenizer.decode(token_ids[0, idx.shape[1]:].tolist()).strip())
+    else:
+        print(tokenizer.decode(token_ids[0].tolist()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

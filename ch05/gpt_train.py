@@ -5,9 +5,16 @@
     python ch05/gpt_train.py --emb-dim 64 --n-layers 2 --n-heads 2 --max-steps 20   # a quick tiny run
     python ch05/gpt_train.py --resume runs/ch05/checkpoint.pth  # continue where a run stopped
 
-Outputs go to --output-dir (default runs/ch05, relative to the folder you run it from):
-model.pth (weights + config, for gpt_generate.py --checkpoint), checkpoint.pth (the
-full training state, for --resume), loss.png / loss.pdf and metrics.json.
+What the default run costs (measured on a 2-core CPU, see README): about 10 minutes,
+and 2.6 GB in --output-dir: model.pth (653 MB: config + weights, for gpt_generate.py
+--weights and for chapters 6-7) and checkpoint.pth (1.95 GB: weights + AdamW's two
+moment tensors + random states, for --resume). --no-checkpoint skips checkpoint.pth.
+Also written: loss.png / loss.pdf and metrics.json.
+
+An existing run in --output-dir is never overwritten silently: continue it with
+--resume, or replace it with --overwrite. Checkpoints are written at every epoch's
+end and every --checkpoint-every steps, atomically (a kill never leaves a broken
+checkpoint.pth; the previous one stays valid).
 
 A resumed run continues exactly: it sees the same batches and the same dropout masks
 as a run that was never stopped, so the losses and weights come out the same. Resume
@@ -22,37 +29,22 @@ Several GPUs (or CPU processes): the same script runs under torchrun, unchanged:
 
 Each process trains a copy of the model (DistributedDataParallel; NCCL on GPU
 cuda:LOCAL_RANK, Gloo on CPU) on its own share of every batch, and the gradients are
-averaged. Batch and learning rate:
+averaged. --batch-size is per process: one optimizer step sees the global batch
+batch_size x processes x grad_accum_steps sequences, and N processes with
+--batch-size b see the same global batches as one process with --batch-size N*b.
+--lr is not scaled for you: if you make the global batch k times larger, a larger
+rate is usually right (try --lr times sqrt(k), with --warmup-steps). Only rank 0
+prints, plots and writes files; resuming under torchrun needs the same number of
+processes.
 
-- --batch-size is per process. One optimizer step sees the global batch
-  batch_size x processes x grad_accum_steps sequences. Every epoch's order is fixed by
-  --seed + epoch, and the processes split each global batch between them, so a run
-  on N processes with --batch-size b sees the same global batches (and, without
-  dropout, gives the same losses) as one process with --batch-size N*b.
-- --lr is not scaled for you: the script cannot know whether you meant to keep the
-  global batch (then keep --lr) or to grow it. If you make the global batch k times
-  larger, a larger rate is usually right: try --lr times sqrt(k) (or times k for
-  modest k), with --warmup-steps, and check the loss curve.
-
-Evaluation under torchrun: every process computes the loss on its share of the
-same evaluation batches and the processes average it, so the printed losses equal a
-single-process run's with the same global batch (exactly so when those batches are
-complete). --eval-iter counts batches of --batch-size per process (with
---grad-accum-steps, the micro-batches). Only rank 0 prints, plots and writes files;
-model.pth and checkpoint.pth hold the plain model's weights and load in a single
-process. Each process draws its own dropout masks (seed + rank). Resuming under
-torchrun works and continues exactly (each process gets back its own random state):
-use the same number of processes, and on several machines make checkpoint.pth
-readable at the --resume path on every machine (a shared folder or a copy).
-
-Faster training, all off by default (the book's behaviour): --dtype bfloat16,
---compile, --fused-adamw, --fast-attention, --pad-vocab, --grad-accum-steps,
---lr-schedule cosine with --warmup-steps/--min-lr, --grad-clip.
+Faster training, all off by default (the book's behaviour): --fast (fused kernels:
+scaled_dot_product_attention, F.layer_norm, F.gelu), --dtype bfloat16, --compile,
+--fused-adamw, --pad-vocab, --tie-weights, --grad-accum-steps, --lr-schedule cosine
+with --warmup-steps/--min-lr, --grad-clip.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -62,10 +54,24 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # save plots without a display
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+from buildllm.checkpoints import ModelFileError, load_checkpoint, save_model, unwrap_model  # noqa: E402
+from buildllm.cli import (  # noqa: E402
+    UserError,
+    add_device_argument,
+    dropout_rate,
+    make_parser,
+    nonnegative_float,
+    nonnegative_int,
+    open_fraction,
+    pick_device,
+    positive_float,
+    positive_int,
+    run_main,
+)
+from buildllm.config import ConfigError  # noqa: E402
 from buildllm.datasets import DatasetError, list_datasets, load_text  # noqa: E402
-from buildllm.device import get_device, set_seed  # noqa: E402
+from buildllm.device import set_seed  # noqa: E402
 from buildllm.distributed import (  # noqa: E402
     DistInfo,
     DistributedLaunchError,
@@ -73,8 +79,9 @@ from buildllm.distributed import (  # noqa: E402
     cleanup,
     is_torchrun_launch,
     setup_from_env,
+    wrap_ddp,
 )
-from buildllm.fast_attention import use_fast_attention  # noqa: E402
+from buildllm.files import atomic_write_json, check_writable, remove_stale_temp_files  # noqa: E402
 from buildllm.model import GPT2_SIZES, GPTModel, count_parameters, get_gpt2_config  # noqa: E402
 from buildllm.speed import (  # noqa: E402
     DTYPES,
@@ -84,67 +91,67 @@ from buildllm.speed import (  # noqa: E402
     compile_model,
     make_adamw,
     make_lr_schedule,
-    pad_vocab,
+    pad_vocab_size,
 )
 from buildllm.tokenizer import get_gpt2_tokenizer  # noqa: E402
-from buildllm.training import (  # noqa: E402
-    TrainingState,
-    atomic_write_json,
-    create_pretraining_dataloaders,
-    evaluate_model,
-    load_checkpoint,
-    save_model,
-    train_model,
-    unwrap_model,
-)
+from buildllm.trainer import TrainingState, TrainRun, create_pretraining_dataloaders, train_model  # noqa: E402
+from buildllm.training import evaluate_model  # noqa: E402
 
 SCRIPT = "ch05/gpt_train.py"
+RUN_FILES = ("model.pth", "checkpoint.pth", "metrics.json")
 # Settings that must not change between a run and its resumption (else it is not the same run).
 RESUME_SETTINGS = ("data", "seed", "batch_size", "train_ratio", "grad_accum_steps", "world_size")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Pretrain a GPT-2-style model (chapter 5). Defaults are the book's settings.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def build_parser():
+    parser = make_parser(
+        "Pretrain a GPT-2-style model (chapter 5). Defaults are the book's settings.",
         epilog="Several GPUs: torchrun --standalone --nproc_per_node=N ch05/gpt_train.py [flags]. --batch-size is "
-               "per process: one optimizer step sees batch size x N x --grad-accum-steps sequences, and N processes "
-               "with --batch-size b see the same global batches as one process with --batch-size N*b (and, without "
-               "dropout, give the same losses). --lr is not scaled "
-               "for you: if you make the global batch k times larger, try --lr times sqrt(k) with --warmup-steps.",
+               "per process; --lr is not scaled for you (see the module docstring).",
     )
     parser.add_argument("--data", default="the-verdict",
                         help=f"a dataset name ({', '.join(list_datasets())}) or the path of a .txt file")
-    parser.add_argument("--epochs", type=int, default=10, help="number of epochs")
-    parser.add_argument("--lr", type=float, default=4e-4,
+    parser.add_argument("--epochs", type=positive_int, default=10, help="number of epochs")
+    parser.add_argument("--lr", type=positive_float, default=4e-4,
                         help="AdamW learning rate (the peak rate with a schedule); not scaled with the number of "
-                             "processes: scale it yourself if you change the global batch")
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    parser.add_argument("--batch-size", type=int, default=2,
-                        help="sequences per batch and per process; global batch = batch size x processes "
-                             "(torchrun --nproc_per_node) x --grad-accum-steps")
-    parser.add_argument("--context-length", type=int, default=256, help="tokens per sequence (GPT-2 allows 1024)")
+                             "processes")
+    parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=positive_int, default=2,
+                        help="sequences per batch and per process; global batch = batch size x processes x "
+                             "--grad-accum-steps")
+    parser.add_argument("--context-length", type=positive_int, default=256,
+                        help="tokens per sequence (GPT-2 allows 1024)")
     parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES),
                         help="GPT-2 architecture to start from")
-    parser.add_argument("--emb-dim", type=int, help="override the embedding size (for tiny models)")
-    parser.add_argument("--n-layers", type=int, help="override the number of transformer blocks")
-    parser.add_argument("--n-heads", type=int, help="override the number of attention heads")
-    parser.add_argument("--drop-rate", type=float, default=0.1, help="dropout rate")
-    parser.add_argument("--train-ratio", type=float, default=0.9, help="share of the text used for training")
+    parser.add_argument("--emb-dim", type=positive_int, help="override the embedding size (for tiny models)")
+    parser.add_argument("--n-layers", type=positive_int, help="override the number of transformer blocks")
+    parser.add_argument("--n-heads", type=positive_int, help="override the number of attention heads")
+    parser.add_argument("--drop-rate", type=dropout_rate, default=0.1, help="dropout rate")
+    parser.add_argument("--train-ratio", type=open_fraction, default=0.9, help="share of the text used for training")
     parser.add_argument("--seed", type=int, default=123, help="random seed (weights, data order, dropout)")
-    parser.add_argument("--device", default="auto",
-                        help="auto, cpu, cuda or mps (under torchrun: auto, cpu or cuda; GPU = cuda:LOCAL_RANK)")
+    add_device_argument(parser)
     parser.add_argument("--output-dir", default="runs/ch05",
                         help="folder for model.pth, checkpoint.pth, loss.png/.pdf and metrics.json "
-                             "(relative paths are relative to the current folder)")
-    parser.add_argument("--eval-freq", type=int, default=5, help="evaluate every this many steps")
-    parser.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
+                             "(relative to the current folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in --output-dir (without it, an existing run is refused)")
+    parser.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate every this many steps")
+    parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
     parser.add_argument("--start-context", default="Every effort moves you", help="prompt of the samples")
     parser.add_argument("--resume", metavar="PATH", help="continue training from this checkpoint.pth")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=200, metavar="STEPS",
+                        help="also write checkpoint.pth every this many optimizer steps (it is always written at "
+                             "each epoch's end)")
+    parser.add_argument("--no-checkpoint", action="store_true",
+                        help="never write checkpoint.pth (saves about 3x the model's size on disk; the run cannot "
+                             "be resumed)")
     parser.add_argument("--tensorboard", metavar="DIR", help="also log losses for TensorBoard into DIR")
-    parser.add_argument("--max-steps", type=int,
+    parser.add_argument("--max-steps", type=positive_int,
                         help="stop after this many optimizer steps in total (counting steps before a resume)")
     speed = parser.add_argument_group("faster training (all off by default: the book's behaviour)")
+    speed.add_argument("--fast", action="store_true",
+                       help="fused kernels (scaled_dot_product_attention with one QKV product, F.layer_norm, "
+                            "F.gelu): same parameters, same results within float error")
     speed.add_argument("--dtype", default="float32", choices=list(DTYPES),
                        help="bfloat16: mixed precision with torch.autocast (weights stay float32); needs a GPU with "
                             "bfloat16 (A100, RTX 30xx and newer) or the CPU")
@@ -154,21 +161,43 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--fused-adamw", action="store_true",
                        help="AdamW's fused kernel (CUDA; recent PyTorch also on CPU); the default AdamW with a "
                             "warning where unsupported")
-    speed.add_argument("--fast-attention", action="store_true",
-                       help="attention with scaled_dot_product_attention (buildllm.fast_attention); same weights")
     speed.add_argument("--pad-vocab", action="store_true",
                        help="pad the vocabulary to a multiple of 64 (50257 -> 50304, faster matrix shapes); the "
-                            "padding tokens are masked, never predicted; model.pth records both sizes")
-    speed.add_argument("--grad-accum-steps", type=int, default=1,
+                            "padding tokens are never predicted; model.pth records both sizes")
+    speed.add_argument("--tie-weights", action="store_true",
+                       help="the output layer shares the token embedding matrix (GPT-2 as published: 38.6M fewer "
+                            "parameters for gpt2-small)")
+    speed.add_argument("--grad-accum-steps", type=positive_int, default=1,
                        help="batches per optimizer step (gradient accumulation; the loss of each is divided by it)")
     speed.add_argument("--lr-schedule", default="constant", choices=list(LR_SCHEDULES),
                        help="constant, or cosine decay from --lr to --min-lr by the last step")
-    speed.add_argument("--warmup-steps", type=int, default=0,
+    speed.add_argument("--warmup-steps", type=nonnegative_int, default=0,
                        help="optimizer steps of linear warmup from 0 to --lr (0 = none)")
-    speed.add_argument("--min-lr", type=float, default=0.0, help="learning rate at the end of the cosine decay")
-    speed.add_argument("--grad-clip", type=float, metavar="MAX_NORM",
-                       help="clip the gradients' total norm to MAX_NORM, e.g. 1.0 (None: no clipping, the book)")
+    speed.add_argument("--min-lr", type=nonnegative_float, default=0.0,
+                       help="learning rate at the end of the cosine decay")
+    speed.add_argument("--grad-clip", type=positive_float, metavar="MAX_NORM",
+                       help="clip the gradients' total norm to MAX_NORM, e.g. 1.0 (default: no clipping, the book)")
     return parser
+
+
+def check_args(args) -> None:
+    """Refuse combinations of settings that cannot work, naming the flag."""
+    if args.min_lr > args.lr:
+        raise UserError(f"--min-lr must be between 0 and --lr ({args.lr}), got {args.min_lr}.")
+    if args.resume and args.no_checkpoint:
+        print("Note: --no-checkpoint with --resume: the resumed run will not write new checkpoints.", file=sys.stderr)
+    out = Path(args.output_dir)
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not args.resume and not args.overwrite:
+        raise UserError(
+            f"{out} already holds a run ({', '.join(existing)}). Continue it with --resume "
+            f"{out / 'checkpoint.pth'}, replace it with --overwrite, or choose another --output-dir."
+        )
+    try:
+        for name in RUN_FILES:
+            check_writable(out / name)
+    except PermissionError as exc:
+        raise UserError(f"--output-dir: {exc}") from None
 
 
 def read_training_text(data: str) -> str:
@@ -176,52 +205,45 @@ def read_training_text(data: str) -> str:
     path = Path(data).expanduser()
     if path.suffix == ".txt" or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"--data {data}: no such file. Give a .txt file or one of {list_datasets()}.")
+            raise UserError(f"--data {data}: no such file. Give a .txt file or one of {list_datasets()}.")
         return path.read_text(encoding="utf-8")
-    return load_text(data)
+    try:
+        return load_text(data)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
 
 
-def make_tensorboard_writer(log_dir: str):
-    """Return a TensorBoard SummaryWriter, or exit with advice if TensorBoard is not installed."""
+def make_tensorboard_logger(log_dir: str):
+    """Return a TensorBoard writer's add_scalar, or raise UserError with advice if TensorBoard is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        sys.exit("--tensorboard needs the tensorboard package: pip install tensorboard (or leave out --tensorboard).")
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                        "(or leave out --tensorboard).") from None
     return SummaryWriter(log_dir=log_dir)
 
 
-def train_and_save(
-    model, train_loader, val_loader, optimizer, device, args: argparse.Namespace, tokenizer,
-    state: TrainingState | None = None, tb_writer=None, is_main_process: bool = True, *,
-    run_settings: dict | None = None, amp_dtype: torch.dtype | None = None, lr_schedule=None, world_size: int = 1,
-) -> dict:
-    """Train (or resume) with `train_model`, then save model.pth, the loss plot and metrics.json; return the metrics.
+def build_model(args):
+    """The model the flags describe (random weights drawn from --seed)."""
+    overrides = {"context_length": args.context_length, "drop_rate": args.drop_rate, "fast": args.fast,
+                 "tie_weights": args.tie_weights}
+    for key in ("emb_dim", "n_layers", "n_heads"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    try:
+        cfg = get_gpt2_config(args.model_size, **overrides)
+        if args.pad_vocab:
+            cfg["padded_vocab_size"] = pad_vocab_size(cfg["vocab_size"])  # 50257 -> 50304
+        return GPTModel(cfg)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
 
-    Every process of a torchrun job calls it; only the main process (rank 0) prints and writes files.
-    """
+
+def save_results(model, state: TrainingState, run: TrainRun, args, train_loader, wall_time: float,
+                 steps_before: int, tokens_before: int, final_losses: tuple[float, float]) -> dict:
+    """Write model.pth, the loss plot and metrics.json (main process only); return the metrics."""
     out_dir = Path(args.output_dir)
-    state = state or TrainingState()
-    global_batch = args.batch_size * world_size * args.grad_accum_steps
-    if is_main_process:
-        print(f"Training {count_parameters(model):,} parameters on {device}"
-              f"{f' x {world_size} processes' if world_size > 1 else ''}: "
-              f"{len(train_loader) // args.grad_accum_steps} steps per epoch of {global_batch} sequences, "
-              f"{len(val_loader)} validation batches{' per process' if world_size > 1 else ''}.")
-    steps_before, tokens_before = state.global_step, state.tokens_seen
-    start = time.perf_counter()
-    state = train_model(
-        model, train_loader, val_loader, optimizer, device,
-        num_epochs=args.epochs, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
-        start_context=args.start_context, tokenizer=tokenizer, state=state, max_steps=args.max_steps,
-        checkpoint_path=out_dir / "checkpoint.pth", checkpoint_extra=run_settings,
-        tb_writer=tb_writer, is_main_process=is_main_process,
-        grad_accum_steps=args.grad_accum_steps, lr_schedule=lr_schedule, grad_clip=args.grad_clip,
-        amp_dtype=amp_dtype,
-    )
-    wall_time = time.perf_counter() - start
-    with autocast_context(device, amp_dtype):
-        train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, args.eval_iter)
-    train_loss, val_loss = all_reduce_mean(train_loss), all_reduce_mean(val_loss)  # every process takes part
+    train_loss, val_loss = final_losses
     tokens_this_run = state.tokens_seen - tokens_before
     metrics = {
         "final_train_loss": train_loss,
@@ -232,19 +254,17 @@ def train_and_save(
         "tokens_seen": state.tokens_seen,
         "wall_time_s": round(wall_time, 3),
         "tokens_per_s": round(tokens_this_run / wall_time, 1) if wall_time > 0 else None,
-        "device": str(device),
-        "world_size": world_size,
-        "global_batch_size": global_batch,
+        "device": str(run.device),
+        "world_size": run.world_size,
+        "global_batch_size": args.batch_size * run.world_size * args.grad_accum_steps,
         "num_parameters": count_parameters(model),
-        "config": unwrap_model(model).cfg,
+        "config": unwrap_model(model).cfg.to_dict(),
         "args": vars(args),
         "torch": torch.__version__,
         "step_losses": state.step_losses,  # the training loss of every optimizer step (global batch)
     }
-    if not is_main_process:
-        return metrics
-
-    save_model(model, out_dir / "model.pth")
+    save_model(model, out_dir / "model.pth", meta={"task": "pretrained language model", "tokenizer": "gpt2",
+                                                   "data": args.data})
     if state.train_losses:
         from buildllm.plotting import plot_losses
 
@@ -255,23 +275,9 @@ def train_and_save(
     atomic_write_json(metrics, out_dir / "metrics.json")
     print(f"Final train loss {train_loss:.3f}, val loss {val_loss:.3f} after {state.global_step} steps "
           f"({wall_time:.1f} s, {metrics['tokens_per_s']} tokens/s).")
-    print(f"Saved model.pth, checkpoint.pth, loss.png/.pdf and metrics.json in {out_dir.resolve()}")
+    written = "model.pth, " + ("" if run.checkpoint_path is None else "checkpoint.pth, ")
+    print(f"Saved {written}loss.png/.pdf and metrics.json in {out_dir.resolve()}")
     return metrics
-
-
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit with a usage error naming the flag for settings that cannot work."""
-    for name in ("epochs", "batch_size", "context_length", "eval_freq", "eval_iter", "grad_accum_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    if args.max_steps is not None and args.max_steps < 1:
-        parser.error(f"--max-steps must be at least 1, got {args.max_steps}.")
-    if args.warmup_steps < 0:
-        parser.error(f"--warmup-steps must be >= 0 (0 = no warmup), got {args.warmup_steps}.")
-    if not 0.0 <= args.min_lr <= args.lr:
-        parser.error(f"--min-lr must be between 0 and --lr ({args.lr}), got {args.min_lr}.")
-    if args.grad_clip is not None and not args.grad_clip > 0:
-        parser.error(f"--grad-clip must be > 0 (leave it out for no clipping), got {args.grad_clip}.")
 
 
 def check_resume_settings(extra: dict, run_settings: dict) -> None:
@@ -283,38 +289,33 @@ def check_resume_settings(extra: dict, run_settings: dict) -> None:
               f"an uninterrupted one.".replace("--world-size", "processes (world size)"), file=sys.stderr)
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace, dist_info: DistInfo | None) -> int:
+def train(args, dist_info: DistInfo | None) -> int:
     """Everything after argument parsing and process-group setup: data, model, options, training, saving."""
     main_process = dist_info is None or dist_info.rank == 0
     world_size = 1 if dist_info is None else dist_info.world_size
     rank = 0 if dist_info is None else dist_info.rank
+    device = dist_info.device if dist_info is not None else pick_device(args.device)
     try:
-        device = dist_info.device if dist_info is not None else get_device(args.device)
         amp_dtype = check_dtype_supported(device, args.dtype)
-    except (ValueError, RuntimeError) as exc:
-        parser.error(str(exc))
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    writer = make_tensorboard_writer(args.tensorboard) if args.tensorboard and main_process else None
+    except ValueError as exc:
+        raise UserError(f"--dtype {args.dtype}: {exc}") from None
+    out_dir = Path(args.output_dir)
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            remove_stale_temp_files(out_dir, name)  # left by a run killed while writing
+    writer = make_tensorboard_logger(args.tensorboard) if args.tensorboard and main_process else None
 
     set_seed(args.seed)  # the same weights in every process
     tokenizer = get_gpt2_tokenizer()
+    text = read_training_text(args.data)
+    model = build_model(args)
     try:
-        text = read_training_text(args.data)
-        overrides = {"context_length": args.context_length, "drop_rate": args.drop_rate}
-        for key in ("emb_dim", "n_layers", "n_heads"):
-            if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
-        cfg = get_gpt2_config(args.model_size, **overrides)
         train_loader, val_loader = create_pretraining_dataloaders(
             text, tokenizer, args.context_length, args.batch_size, args.train_ratio, seed=args.seed,
             num_replicas=world_size, rank=rank)
-        model = GPTModel(cfg)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        parser.exit(2, f"error: {exc}\n")
-    if args.pad_vocab:
-        pad_vocab(model)  # 50257 -> 50304 tokens, same weights; model.cfg keeps "unpadded_vocab_size"
-    if args.fast_attention:
-        use_fast_attention(model)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     model.to(device)
     if world_size > 1:
         set_seed(args.seed + rank)  # different dropout masks in each process
@@ -325,8 +326,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, dist_info: Di
     if args.resume:
         try:
             state, extra = load_checkpoint(args.resume, model, optimizer, rank=rank)
-        except (FileNotFoundError, ValueError) as exc:
-            parser.exit(2, f"error: {exc}\n")
+        except ModelFileError as exc:
+            raise UserError(f"--resume: {exc}") from None
         if main_process:
             check_resume_settings(extra, run_settings)
             print(f"Resuming from {args.resume}: epoch {state.epoch + 1}, step {state.global_step}.")
@@ -335,41 +336,57 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, dist_info: Di
 
     steps_per_epoch = len(train_loader) // args.grad_accum_steps
     if steps_per_epoch == 0:
-        parser.exit(2, f"error: --grad-accum-steps {args.grad_accum_steps} is more than the {len(train_loader)} "
-                       f"batches per epoch{' of each process' if world_size > 1 else ''}: use fewer accumulation "
-                       f"steps or a smaller --batch-size.\n")
+        raise UserError(f"--grad-accum-steps {args.grad_accum_steps} is more than the {len(train_loader)} batches "
+                        f"per epoch{' of each process' if world_size > 1 else ''}: use fewer accumulation steps or "
+                        f"a smaller --batch-size.")
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     lr_schedule = make_lr_schedule(args.lr, total_steps, args.warmup_steps, args.min_lr, args.lr_schedule)
     if args.compile:
         example = torch.zeros(args.batch_size, args.context_length, dtype=torch.long, device=device)
         model = compile_model(model, example, backend=args.compile, amp_dtype=amp_dtype)
     if world_size > 1:
-        # broadcast_buffers=False: the only buffers are the constant causal masks, nothing to keep in sync.
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        broadcast_buffers=False)
+        model = wrap_ddp(model, device)
 
-    train_and_save(model, train_loader, val_loader, optimizer, device, args, tokenizer, state, writer,
-                   is_main_process=main_process, run_settings=run_settings, amp_dtype=amp_dtype,
-                   lr_schedule=lr_schedule, world_size=world_size)
+    run = TrainRun(
+        device=device, num_epochs=args.epochs, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
+        max_steps=args.max_steps, start_context=args.start_context, tokenizer=tokenizer,
+        checkpoint_path=None if args.no_checkpoint else out_dir / "checkpoint.pth",
+        checkpoint_every=args.checkpoint_every, checkpoint_extra=run_settings,
+        log_scalar=None if writer is None else writer.add_scalar, is_main_process=main_process,
+        world_size=world_size, grad_accum_steps=args.grad_accum_steps, lr_schedule=lr_schedule,
+        grad_clip=args.grad_clip, amp_dtype=amp_dtype,
+    )
+    if main_process:
+        global_batch = args.batch_size * world_size * args.grad_accum_steps
+        print(f"Training {count_parameters(model):,} parameters on {device}"
+              f"{f' x {world_size} processes' if world_size > 1 else ''}: {steps_per_epoch} steps per epoch of "
+              f"{global_batch} sequences, {len(val_loader)} validation batches"
+              f"{' per process' if world_size > 1 else ''}.")
+    steps_before, tokens_before = state.global_step, state.tokens_seen
+    start = time.perf_counter()
+    state = train_model(model, train_loader, val_loader, optimizer, run, state)
+    wall_time = time.perf_counter() - start
+    with autocast_context(device, amp_dtype):
+        train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, args.eval_iter)
+    final_losses = (all_reduce_mean(train_loss), all_reduce_mean(val_loss))  # every process takes part
+    if main_process:
+        save_results(model, state, run, args, train_loader, wall_time, steps_before, tokens_before, final_losses)
     if writer is not None:
         writer.close()
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_args(parser, args)
+def run(args) -> int:
+    check_args(args)
     if not is_torchrun_launch():
-        return run(parser, args, None)
-
+        return train(args, None)
     try:  # started by torchrun: join the process group (Gloo on CPU, NCCL on GPUs)
         dist_info = setup_from_env(device=args.device, script=SCRIPT)
     except (DistributedLaunchError, ValueError, RuntimeError) as exc:
-        parser.exit(2, f"error: {exc}\n")
+        raise UserError(str(exc)) from None
     finished = False
     try:
-        status = run(parser, args, dist_info)
+        status = train(args, dist_info)
         finished = True
         return status
     finally:
@@ -377,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             cleanup()  # wait for every process, then leave the group
         else:  # after an error no barrier: the other processes may never reach it; torchrun stops them
             dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

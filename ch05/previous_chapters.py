@@ -1,28 +1,9 @@
 """What chapters 2-4 built, re-exported for chapter 5 (the code lives in the buildllm package)."""
 
-from buildllm.attention import MultiHeadAttention
-from buildllm.data import GPTDatasetV1, create_dataloader_v1
-from buildllm.generation import generate_text_simple
-from buildllm.model import (
-    GELU,
-    GPT_CONFIG_124M,
-    FeedForward,
-    GPTModel,
-    LayerNorm,
-    TransformerBlock,
-)
-from buildllm.tokenizer import get_gpt2_tokenizer
+from buildllm.attention import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2  # noqa: F401
+from buildllm.data import create_dataloader_v1, GPTDatasetV1  # noqa: F401
+from buildllm.generation import generate_text_simple  # noqa: F401
+from buildllm.model import FeedForward, GELU, GPT_CONFIG_124M, GPTModel, LayerNorm, TransformerBlock  # noqa: F401
+from buildllm.tokenizer import get_gpt2_tokenizer, SimpleTokenizerV1, SimpleTokenizerV2  # noqa: F401
 
-__all__ = [
-    "GELU",
-    "GPT_CONFIG_124M",
-    "FeedForward",
-    "GPTDatasetV1",
-    "GPTModel",
-    "LayerNorm",
-    "MultiHeadAttention",
-    "TransformerBlock",
-    "create_dataloader_v1",
-    "generate_text_simple",
-    "get_gpt2_tokenizer",
-]
+__all__ = sorted(name for name in dir() if not name.startswith("_"))

@@ -1,92 +1,73 @@
-"""Chat in the terminal with an instruction-fine-tuned model (chapter 7); answers appear token by token.
+"""Chat in the terminal with an instruction-tuned model (chapter 7); answers appear token by token.
 
-    python ch07/chat.py --checkpoint runs/ch07/model.pth
-    printf 'Rewrite the sentence using a simile.\\n/quit\\n' | python ch07/chat.py --checkpoint runs/ch07/model.pth
+    python ch07/chat.py --weights runs/ch07/model.pth           # the model chapter 7's script fine-tuned
+    python ch07/chat.py --weights smollm2-135m-instruct         # SmolLM2, instruction-tuned by its authors
+    printf 'Rewrite the sentence using a simile.\\n/quit\\n' | python ch07/chat.py --weights runs/ch07/model.pth
 
 Each line you type is one instruction. Earlier turns stay in the prompt (oldest
 dropped when the context fills up) until you type /reset; /quit or end of input
-(Ctrl-D) leaves. Use the --prompt-style the model was fine-tuned with.
+(Ctrl-D) leaves. The prompt format comes from the model: the prompt style a chapter
+7 model was fine-tuned with (stored in its model.pth), or SmolLM2's chat template.
+A model that was never instruction-tuned (e.g. chapter 5's model.pth) is refused
+with advice: it would only continue your text.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from buildllm.cli import UserError, run_main
+from buildllm.cli import (UserError, add_device_argument, add_weights_arguments, load_weights, make_parser,
+                          pick_device, positive_int, run_main, temperature)
+from buildllm.device import set_seed
+from buildllm.instruction import stream_response
+from buildllm.sources import WeightsError
 
 COMMANDS = "/reset (forget the conversation), /quit (leave)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from buildllm.device import DEVICE_CHOICES
-    from buildllm.instruction import PROMPT_STYLES
-
-    parser = argparse.ArgumentParser(
-        description="Interactive chat with a fine-tuned GPT model; reads instructions line by line from the "
-        "terminal or a pipe and streams the answers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--checkpoint", required=True,
-                        help="model.pth written by ch07/gpt_instruction_finetuning.py (buildllm.training.save_model)")
-    parser.add_argument("--prompt-style", default="alpaca", choices=PROMPT_STYLES,
-                        help="the prompt template the model was fine-tuned with")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding (as in the chapter)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer")
+def build_parser():
+    parser = make_parser("Interactive chat with an instruction-tuned model; reads instructions line by line from "
+                         "the terminal or a pipe and streams the answers.")
+    add_weights_arguments(parser, default="runs/ch07/model.pth", random_shape=False)
+    parser.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy decoding (as in the chapter)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest answer")
     parser.add_argument("--seed", type=int, default=123, help="seed for sampling (temperature > 0)")
     parser.add_argument("--no-history", action="store_true", help="answer each line on its own (no earlier turns)")
-    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    add_device_argument(parser)
     return parser
 
 
-def fit_turns(turns: list, tokenizer, style: str, budget: int) -> tuple[str, int]:
-    """Return the conversation prompt and how many old turns were dropped so it fits in `budget` tokens."""
-    from buildllm.instruction import format_conversation
-
+def fit_turns(base, turns: list, budget: int) -> tuple[str, int, int]:
+    """Return the prompt, the answer's end token and how many old turns were dropped to fit `budget` tokens."""
     dropped = 0
-    prompt = format_conversation(turns, style)
-    while len(turns) - dropped > 1 and len(tokenizer.encode(prompt)) > budget:
+    prompt, stop_id = base.chat_prompt(turns)
+    while len(turns) - dropped > 1 and len(base.tokenizer.encode(prompt, allowed_special="all")) > budget:
         dropped += 1
-        prompt = format_conversation(turns[dropped:], style)
-    return prompt, dropped
+        prompt, stop_id = base.chat_prompt(turns[dropped:])
+    return prompt, stop_id, dropped
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(run, args)
+    return run_main(run, build_parser().parse_args(argv))
 
 
 def run(args) -> int:
-    from buildllm.device import get_device, set_seed
-    from buildllm.generation import check_sampling_args
-    from buildllm.instruction import stream_response
-    from buildllm.tokenizer import get_gpt2_tokenizer
-    from buildllm.training import load_model
-
-    try:
-        check_sampling_args(args.temperature, args.top_k)
-        device = get_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise UserError(str(exc)) from None
-    if args.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
-    if not Path(args.checkpoint).is_file():
-        raise UserError(f"No checkpoint at {args.checkpoint}. Train one first: "
-                        f"python ch07/gpt_instruction_finetuning.py (it writes runs/ch07/model.pth).")
-    try:
-        model = load_model(args.checkpoint, device=device)
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(f"Could not load {args.checkpoint}: {exc}") from None
-    model.eval()
-    tokenizer = get_gpt2_tokenizer()
+    device = pick_device(args.device)
+    base = load_weights(args, device)
+    if base.chat_format is None:
+        try:
+            base.chat_prompt([("", None)])
+        except WeightsError as exc:
+            raise UserError(f"{exc}\nChat with ch07/chat.py --weights runs/ch07/model.pth after chapter 7's "
+                            f"fine-tuning, or --weights smollm2-135m-instruct.") from None
+    model = base.model.eval()
     set_seed(args.seed)
     context = model.cfg["context_length"]
     # Room for the prompt: leave space for the answer, but keep at least half the context for the prompt.
     budget = context - min(args.max_new_tokens, context // 2)
     interactive = sys.stdin.isatty()
-    print(f"Chatting with {args.checkpoint} ({args.prompt_style} prompts, context {context} tokens). "
+    print(f"Chatting with {base.description} ({base.chat_format} prompts, context {context} tokens). "
           f"Commands: {COMMANDS}.", flush=True)
 
     turns: list[tuple[str, str | None]] = []
@@ -115,13 +96,14 @@ def run(args) -> int:
         if args.no_history:
             turns.clear()
         turns.append((text, None))
-        prompt, dropped = fit_turns(turns, tokenizer, args.prompt_style, budget)
+        prompt, stop_id, dropped = fit_turns(base, turns, budget)
         if dropped:
             turns = turns[dropped:]
             print(f"(dropped the {dropped} oldest turn(s) to fit the {context}-token context)")
         print("Model: ", end="", flush=True)
         pieces = []
-        for piece in stream_response(model, tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k):
+        for piece in stream_response(model, base.tokenizer, prompt, args.max_new_tokens, args.temperature, args.top_k,
+                                     eos_id=stop_id):
             if not pieces:
                 piece = piece.lstrip()
             pieces.append(piece)

@@ -1,45 +1,79 @@
-"""Fine-tune a GPT model to follow instructions (chapter 7), then let it answer the test set.
+"""Fine-tune a pretrained model to follow instructions (chapter 7), then let it answer the test set.
 
 The book's run (GPT-2 medium, 2 epochs, batch 8, learning rate 5e-5)::
 
     python ch07/gpt_instruction_finetuning.py
 
-Without the GPT-2 weights (offline), a small randomly initialized model, or your ch05 model::
+Without GPT-2's weights (offline), SmolLM2 stands in, or a small random model, or your ch05 model::
 
+    python ch07/gpt_instruction_finetuning.py --weights smollm2-135m-instruct
     python ch07/gpt_instruction_finetuning.py --weights random --emb-dim 128 --n-layers 2 --n-heads 2 \\
         --context-length 256 --max-examples 300 --max-new-tokens 40
     python ch07/gpt_instruction_finetuning.py --weights runs/ch05/model.pth
 
 Variants from the exercises: --prompt-style phi3 (7.1), --mask-instructions (7.2),
---lora-rank 16 --lora-alpha 16 (7.4).
+--lora-rank 16 (7.4).
 
-Writes into --output-dir: model.pth (buildllm.training.save_model format; LoRA is
-merged in), loss-plot.png/.pdf, instruction-data-with-response.json (the test
-entries with a "model_response" each) and metrics.json (offline metrics,
-losses, settings). Score the responses afterwards with ch07/ollama_evaluate.py.
+Writes into --output-dir (default runs/ch07): model.pth (LoRA merged in; chat with it:
+ch07/chat.py --weights runs/ch07/model.pth), loss-plot.png/.pdf,
+instruction-data-with-response.json (the test entries with a "model_response" each)
+and metrics.json (offline metrics, losses, settings). Score the responses afterwards
+with ch07/ollama_evaluate.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-import torch
+import matplotlib
 
-from buildllm.cli import UserError, add_weights_arguments, run_main
+matplotlib.use("Agg")  # write files only, no window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from buildllm.checkpoints import save_model  # noqa: E402
+from buildllm.cli import (  # noqa: E402
+    UserError,
+    add_device_argument,
+    add_weights_arguments,
+    dropout_rate,
+    load_weights,
+    make_parser,
+    nonnegative_float,
+    nonnegative_int,
+    pick_device,
+    positive_float,
+    positive_int,
+    run_main,
+)
+from buildllm.datasets import DatasetError, load_json  # noqa: E402
+from buildllm.device import set_seed  # noqa: E402
+from buildllm.files import check_writable  # noqa: E402
+from buildllm.instruction import (  # noqa: E402
+    PROMPT_STYLES,
+    InstructionDataError,
+    InstructionDataset,
+    build_prompt,
+    create_instruction_dataloader,
+    format_input,
+    generate_responses,
+    load_instruction_file,
+    partition_data,
+    save_json,
+    validate_entries,
+)
+from buildllm.judge import format_metrics, offline_metrics  # noqa: E402
+from buildllm.lora import freeze_and_add_lora, merge_lora  # noqa: E402
+from buildllm.model import count_parameters  # noqa: E402
+from buildllm.plotting import plot_losses  # noqa: E402
+from buildllm.training import calc_loss_loader, train_model_simple  # noqa: E402
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from buildllm.device import DEVICE_CHOICES
-    from buildllm.instruction import PROMPT_STYLES
-
-    parser = argparse.ArgumentParser(
-        description="Instruction fine-tuning of a GPT model on the chapter 7 data (1100 entries, split "
-        "85/10/5 into train/test/validation), then response generation and offline metrics.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser():
+    parser = make_parser("Instruction fine-tuning on the chapter 7 data (1100 entries, split 85/10/5 into "
+                         "train/test/validation), then response generation and offline metrics.")
     add_weights_arguments(parser, default="gpt2-medium")
     parser.add_argument("--data-file", default=None,
                         help="a JSON list of {instruction, input, output} entries (default: the chapter's "
@@ -47,51 +81,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-style", default="alpaca", choices=PROMPT_STYLES, help="prompt template")
     parser.add_argument("--mask-instructions", action="store_true",
                         help="leave the prompt tokens out of the loss (exercise 7.2)")
-    parser.add_argument("--lora-rank", type=int, default=None,
+    parser.add_argument("--lora-rank", type=positive_int, default=None,
                         help="fine-tune with LoRA of this rank instead of all weights (exercise 7.4; book: 16)")
-    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha; updates scale by alpha/rank")
-    parser.add_argument("--epochs", type=int, default=2, help="passes over the training set")
-    parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate")
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    parser.add_argument("--batch-size", type=int, default=8, help="entries per training batch")
-    parser.add_argument("--max-examples", type=int, default=None,
+    parser.add_argument("--lora-alpha", type=positive_float, default=16.0,
+                        help="LoRA alpha; updates scale by alpha/rank")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="passes over the training set")
+    parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
+    parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="entries per training batch")
+    parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="use only the first N entries (before the 85/10/5 split) to run small")
-    parser.add_argument("--allowed-max-length", type=int, default=1024,
+    parser.add_argument("--allowed-max-length", type=positive_int, default=1024,
                         help="cut training texts to this many tokens (at most the model's context length)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest generated response")
-    parser.add_argument("--eval-freq", type=int, default=5, help="evaluate the losses every N steps")
-    parser.add_argument("--eval-iter", type=int, default=5, help="batches per loss evaluation")
-    parser.add_argument("--drop-rate", type=float, default=0.0, help="dropout during fine-tuning (book: 0.0)")
+    parser.add_argument("--max-new-tokens", type=nonnegative_int, default=256,
+                        help="longest generated response (also of the sample after each epoch)")
+    parser.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate the losses every N steps")
+    parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per loss evaluation")
+    parser.add_argument("--drop-rate", type=dropout_rate, default=0.0, help="dropout during fine-tuning, as in the book")
     parser.add_argument("--seed", type=int, default=123, help="seed for initialization and shuffling")
-    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--output-dir", default="runs/ch07", help="where the model, plot and responses go")
-    tiny = parser.add_argument_group("architecture overrides for --weights random (small models for CPUs)")
-    tiny.add_argument("--emb-dim", type=int, default=None)
-    tiny.add_argument("--n-layers", type=int, default=None)
-    tiny.add_argument("--n-heads", type=int, default=None)
-    tiny.add_argument("--context-length", type=int, default=None)
     return parser
-
-
-def check_args(args) -> None:
-    """Reject settings that cannot work, saying which flag to change."""
-    for name in ("epochs", "batch_size", "eval_freq", "eval_iter", "allowed_max_length"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    if args.max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}.")
-    if args.lora_rank is not None and args.lora_rank < 1:
-        raise UserError(f"--lora-rank must be at least 1, got {args.lora_rank}.")
-    if args.max_examples is not None and args.max_examples < 20:
-        raise UserError(f"--max-examples must be at least 20 (so the 5% validation part is not empty), "
-                        f"got {args.max_examples}.")
 
 
 def load_data(args) -> list:
     """Return the instruction entries (validated; errors name the bad entry's index)."""
-    from buildllm.datasets import DatasetError, load_json
-    from buildllm.instruction import InstructionDataError, load_instruction_file, validate_entries
-
+    if args.max_examples is not None and args.max_examples < 20:
+        raise UserError(f"--max-examples must be at least 20 (so the 5% validation part is not empty), "
+                        f"got {args.max_examples}.")
     try:
         if args.data_file is not None:
             data = load_instruction_file(args.data_file)
@@ -100,46 +117,17 @@ def load_data(args) -> list:
             validate_entries(data)
     except (DatasetError, InstructionDataError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
-    if args.max_examples is not None:
-        data = data[: args.max_examples]
-    return data
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(run, args)
+    return data if args.max_examples is None else data[: args.max_examples]
 
 
 def run(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")  # write files only, no window
-    import matplotlib.pyplot as plt
-
-    from buildllm.device import get_device, set_seed
-    from buildllm.instruction import (
-        BaseModelError,
-        InstructionDataset,
-        build_prompt,
-        create_instruction_dataloader,
-        format_input,
-        generate_responses,
-        load_base_model,
-        partition_data,
-        save_json,
-    )
-    from buildllm.judge import format_metrics, offline_metrics
-    from buildllm.model import count_parameters
-    from buildllm.plotting import plot_losses
-    from buildllm.tokenizer import get_gpt2_tokenizer
-    from buildllm.training import calc_loss_loader, save_model, train_model_simple
-
-    check_args(args)
-    try:
-        device = get_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise UserError(str(exc)) from None
+    device = pick_device(args.device)
     out = Path(args.output_dir)
+    for name in ("model.pth", "metrics.json", "instruction-data-with-response.json"):
+        try:
+            check_writable(out / name)
+        except PermissionError as exc:
+            raise UserError(f"--output-dir: {exc}") from None
 
     # 1. Data: split in order, 85% train, 10% test, 5% validation (the book's split).
     data = load_data(args)
@@ -152,12 +140,8 @@ def run(args) -> int:
 
     # 2. Model.
     set_seed(args.seed)
-    try:
-        model = load_base_model(args.weights, model_size=args.model_size, models_dir=args.models_dir,
-                                device=device, drop_rate=args.drop_rate, emb_dim=args.emb_dim,
-                                n_layers=args.n_layers, n_heads=args.n_heads, context_length=args.context_length)
-    except BaseModelError as exc:
-        raise UserError(str(exc)) from None
+    base = load_weights(args, device, drop_rate=args.drop_rate)
+    model, tokenizer = base.model, base.tokenizer
     context_length = model.cfg["context_length"]
     allowed = args.allowed_max_length
     if allowed > context_length:
@@ -166,28 +150,27 @@ def run(args) -> int:
         allowed = context_length
 
     # 3. Datasets and loaders; count the texts that will be cut to `allowed` tokens.
-    tokenizer = get_gpt2_tokenizer()
     datasets = {name: InstructionDataset(part, tokenizer, args.prompt_style, args.mask_instructions, allowed)
                 for name, part in [("train", train_data), ("validation", val_data), ("test", test_data)]}
     truncated = {name: ds.num_truncated for name, ds in datasets.items()}
     print(f"Entries longer than {allowed} tokens (truncated in training): "
           + ", ".join(f"{n} {name}" for name, n in truncated.items()))
     set_seed(args.seed)
+    pad = tokenizer.eot_token
     train_loader = create_instruction_dataloader(datasets["train"], args.batch_size, shuffle=True, drop_last=True,
-                                                 allowed_max_length=allowed)
-    val_loader = create_instruction_dataloader(datasets["validation"], args.batch_size, allowed_max_length=allowed)
+                                                 allowed_max_length=allowed, pad_token_id=pad)
+    val_loader = create_instruction_dataloader(datasets["validation"], args.batch_size, allowed_max_length=allowed,
+                                               pad_token_id=pad)
 
     # 4. Fine-tune (all weights, or LoRA matrices only).
     if args.lora_rank is not None:
-        from buildllm.lora import freeze_and_add_lora
-
         trainable = freeze_and_add_lora(model, rank=args.lora_rank, alpha=args.lora_alpha)
         how = f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}"
     else:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         how = "all weights"
     model.to(device)
-    print(f"Model: {args.weights} ({count_parameters(model):,} parameters, {trainable:,} trainable: {how}), "
+    print(f"Model: {base.description} ({count_parameters(model):,} parameters, {trainable:,} trainable: {how}), "
           f"context {context_length}, device {device}")
     if args.mask_instructions:
         print("Prompt tokens are masked out of the loss (--mask-instructions).")
@@ -203,16 +186,15 @@ def run(args) -> int:
     start = time.perf_counter()
     train_losses, val_losses, tokens_seen = train_model_simple(
         model, train_loader, val_loader, optimizer, device, num_epochs=args.epochs, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, start_context=build_prompt(val_data[0], args.prompt_style), tokenizer=tokenizer)
+        eval_iter=args.eval_iter, start_context=build_prompt(val_data[0], args.prompt_style), tokenizer=tokenizer,
+        max_new_tokens=args.max_new_tokens)
     minutes = (time.perf_counter() - start) / 60
-    print(f"Training completed in {minutes:.2f} minutes.")
+    print(f"Training took {minutes:.2f} minutes.")
     if args.lora_rank is not None:
-        from buildllm.lora import merge_lora
+        merge_lora(model)  # a plain model again: chat.py and load_model need no LoRA code
 
-        merge_lora(model)  # a plain GPTModel again: chat.py and load_model need no LoRA code
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(model, out / "model.pth")
+    save_model(model, out / "model.pth", meta={"task": "instruction-tuned model", "tokenizer": base.tokenizer_name,
+                                               "prompt_style": args.prompt_style, "base": base.name})
     if train_losses:
         epochs_seen = torch.linspace(0, args.epochs, len(train_losses))
         fig = plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, out / "loss-plot.png")
@@ -238,6 +220,7 @@ def run(args) -> int:
         "training_minutes": minutes,
         "truncated_entries": truncated,
         "trainable_parameters": trainable,
+        "base_model": base.description,
         "device": str(device),
         "settings": vars(args),
     }, out / "metrics.json")
@@ -245,6 +228,10 @@ def run(args) -> int:
     print(f"Score the responses with a judge: python ch07/ollama_evaluate.py --file "
           f"{out / 'instruction-data-with-response.json'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

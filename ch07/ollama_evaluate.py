@@ -18,21 +18,20 @@ printed, the offline metrics are still shown); 2 for a bad command line or file.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from buildllm.cli import UserError, run_main
+from buildllm.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run_main
+from buildllm.instruction import InstructionDataError, load_instruction_file, save_json
+from buildllm.judge import (BACKENDS, DEFAULT_OLLAMA_URL, JudgeError, format_metrics, make_judge, offline_metrics,
+                            score_entries)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from buildllm.judge import BACKENDS, DEFAULT_OLLAMA_URL
-
-    parser = argparse.ArgumentParser(
-        description="Let an LLM judge score each model response from 0 to 100 against the reference output, "
-        "and print exact match / token F1 / ROUGE-L, which need no judge.",
+def build_parser():
+    parser = make_parser(
+        "Let an LLM judge score each model response from 0 to 100 against the reference output, and print exact "
+        "match / token F1 / ROUGE-L, which need no judge.",
         epilog="Exit status: 0 judged; 1 judge unreachable or failed (offline metrics still printed); "
         "2 bad arguments or input file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--file", required=True,
                         help="JSON list of entries with instruction, input, output and the response "
@@ -43,27 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="ollama", choices=BACKENDS,
                         help="ollama: Ollama's /api/chat; openai: any OpenAI-compatible /v1/chat/completions")
     parser.add_argument("--api-key", default=None, help="API key for --backend openai (default: $OPENAI_API_KEY)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each judge answer")
-    parser.add_argument("--retries", type=int, default=2, help="extra tries when an answer is not a 0-100 number")
+    parser.add_argument("--timeout", type=positive_float, default=120.0, help="seconds to wait for each judge answer")
+    parser.add_argument("--retries", type=nonnegative_int, default=2, help="extra tries when an answer is not a 0-100 number")
     parser.add_argument("--seed", type=int, default=123, help="the judge's sampling seed (temperature is 0)")
-    parser.add_argument("--num-ctx", type=int, default=2048, help="Ollama's context window for the judge")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N entries")
+    parser.add_argument("--num-ctx", type=positive_int, default=2048, help="Ollama's context window for the judge")
+    parser.add_argument("--limit", type=positive_int, default=None, help="score only the first N entries")
     parser.add_argument("--output", default=None,
                         help="also write the entries with a 'judge_score' field and a summary to this JSON file")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(run, args)
-
-
 def run(args) -> int:
-    from buildllm.instruction import InstructionDataError, load_instruction_file, save_json
-    from buildllm.judge import JudgeError, format_metrics, make_judge, offline_metrics, score_entries
-
-    if args.retries < 0 or args.timeout <= 0:
-        raise UserError("--retries must be >= 0 and --timeout > 0.")
     try:
         entries = load_instruction_file(args.file, required=("instruction", "output", args.json_key))
     except (InstructionDataError, FileNotFoundError) as exc:
@@ -100,6 +89,10 @@ def run(args) -> int:
                    "invalid_answers": report.invalid_answers, "entries": scored}, args.output)
         print(f"Saved scores to {args.output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def test_defaults_from_another_directory_and_deterministic(tmp_path):
     assert "Encoded input IDs: [15496, 11, 314, 716]" in first.stdout
     assert output_ids(first.stdout) == BOOK_IDS
     assert "Decoded text: 'Hello, I am Featureiman Byeswickattribute argue'" in first.stdout
-    assert "163,009,536 parameters" in first.stdout
+    assert "163,009,536 parameters (124,412,160 counting the output layer as the token embedding" in first.stdout
 
     second = run_script([SCRIPT, "--max-new-tokens", "6", "--device", "cpu"], cwd=REPO)
     assert output_ids(second.stdout) == output_ids(first.stdout)
@@ -67,10 +67,9 @@ def test_unknown_model_size_lists_valid_ones(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max-new-tokens", "-1"], "--max-new-tokens must be 0 or more"),
-        (["--context-length", "0"], "--context-length must be at least 1"),
-        (["--prompt", ""], "--prompt is empty"),
-        (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--max-new-tokens", "-1"], "argument --max-new-tokens: must be a whole number >= 0"),
+        (["--context-length", "0"], "argument --context-length: must be a whole number >= 1"),
+        (["--device", "tpu"], "argument --device: choose auto, cpu, cuda, cuda:N"),
     ],
 )
 def test_bad_arguments(capsys, args, message):
@@ -78,3 +77,11 @@ def test_bad_arguments(capsys, args, message):
         load_script_module().main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_empty_prompt_and_missing_gpu_are_messages(capsys):
+    assert load_script_module().main(["--prompt", ""]) == 2
+    assert "--prompt is empty" in capsys.readouterr().err
+    if not __import__("torch").cuda.is_available():
+        assert load_script_module().main(["--device", "cuda:1"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err

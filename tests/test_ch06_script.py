@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
+from buildllm.checkpoints import save_model
 from buildllm.classification import load_classifier
 from buildllm.model import GPT_CONFIG_124M, GPTModel
-from buildllm.training import save_model
 from conftest import REPO, run_script
 
 SCRIPT = str(REPO / "ch06" / "gpt_class_finetune.py")
+CLASSIFY = str(REPO / "ch06" / "classify.py")
 TINY_ARGS = ["--emb-dim", "16", "--n-layers", "1", "--n-heads", "2", "--max-examples", "40", "--epochs", "1",
              "--batch-size", "4", "--eval-freq", "5", "--eval-iter", "1", "--device", "cpu"]
 
@@ -21,9 +22,12 @@ pytestmark = pytest.mark.script
 
 def test_help():
     out = run_script([SCRIPT, "--help"]).stdout
-    for flag in ("--weights", "--trainable", "--lora-rank", "--max-length", "--classify", "--device"):
+    for flag in ("--weights", "--trainable", "--lora-rank", "--max-length", "--device", "--epochs", "--seed"):
         assert flag in out
     assert "default: gpt2-small" in out and "default: 5e-05" in out
+    assert "(default: None)" not in out and out.count("(default: gpt2-small)") == 2  # each default shown once
+    classify_help = run_script([CLASSIFY, "--help"]).stdout
+    assert "--weights" in classify_help and "TEXT" in classify_help
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +48,26 @@ def test_training_writes_model_plots_and_results(trained):
         assert 0.0 <= results[key] <= 1.0
     # 40 balanced messages -> 28 train (7 batches of 4), 4 validation, 8 test.
     assert results["examples_seen"] == 28
-    assert len(results["train_accs"]) == 1 and len(results["train_losses"]) == 2  # steps 0 and 5
+    assert len(results["train_accs_estimated"]) == 1 and len(results["train_losses"]) == 2  # steps 0 and 5
     assert results["settings"]["lr"] == 5e-5 and results["settings"]["weight_decay"] == 0.1
-    assert "Test accuracy:" in proc.stdout
-    model = load_classifier(out / "model.pth")
+    final = [line for line in proc.stdout.splitlines() if line.startswith("Accuracy on the whole sets")]
+    assert final == [f"Accuracy on the whole sets: train {results['train_accuracy']:.2%}, validation "
+                     f"{results['val_accuracy']:.2%}, test {results['test_accuracy']:.2%}"]
+    assert "Training accuracy" not in proc.stdout  # the per-epoch lines say they are estimates on --eval-iter batches
+    model, meta = load_classifier(out / "model.pth")
     assert model.cfg["emb_dim"] == 16 and model.out_head.weight.shape == (2, 16)
-    assert model.cfg["max_length"] == results["max_length"]
+    assert meta["max_length"] == results["max_length"] and meta["tokenizer"] == "gpt2"
 
 
 def test_classify_with_saved_model(trained, tmp_path):
     out, _ = trained
-    proc = run_script([SCRIPT, "--model", str(out / "model.pth"), "--classify",
+    proc = run_script([CLASSIFY, "--weights", str(out / "model.pth"),
                        "You are a winner! Call now to claim your prize.", "--device", "cpu"], cwd=tmp_path)
     assert proc.stdout.strip() in ("spam", "not spam")
+    two = run_script([CLASSIFY, "--weights", str(out / "model.pth"), "one", "two"], cwd=tmp_path).stdout.splitlines()
+    assert len(two) == 2 and two[0].endswith("\tone")
+    bad = run_script([CLASSIFY, "--weights", str(out / "missing.pth"), "x"], cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "No model file at" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_lora_from_a_saved_language_model(tmp_path):
@@ -70,7 +81,7 @@ def test_lora_from_a_saved_language_model(tmp_path):
     # Rank 2 on 6 linear layers (16 -> 16 x4, 16 -> 64, 64 -> 16) and the head (16 -> 2).
     assert results["trainable_parameters"] == 4 * 2 * 32 + 2 * 2 * 80 + 2 * 18 == 612
     assert "LoRA rank 2, alpha 4" in proc.stdout
-    model = load_classifier(tmp_path / "lora" / "model.pth")  # merged: a plain GPT classifier
+    model, _ = load_classifier(tmp_path / "lora" / "model.pth")  # merged: a plain GPT classifier
     assert not any("lora" in name for name in model.state_dict())
 
 
@@ -81,16 +92,17 @@ def test_gpt2_weights_offline_says_what_to_do(tmp_path):
                        "--output-dir", str(tmp_path / "out")], check=False,
                       env={**dead_proxy, "no_proxy": "", "NO_PROXY": ""})
     assert proc.returncode == 2
-    assert "--weights random" in proc.stderr and "gpt2-small" in proc.stderr
+    assert "gpt2-small" in proc.stderr and "no network connection" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
     "args, phrase",
     [
-        (["--weights", "no/such/model.pth"], "neither a GPT-2 size"),
+        (["--weights", "no/such/model.pth"], "neither a known name nor an existing file"),
         (["--weights", "random", "--max-length", "2000"], "Pass --max-length 1024"),
-        (["--classify", "hello"], "--classify needs --model PATH"),
+        (["--weights", "random", "--lr", "-1"], "argument --lr: must be a finite number > 0"),
+        (["--weights", "random", "--device", "gpu"], "argument --device: choose auto, cpu, cuda"),
     ],
 )
 def test_bad_input_is_a_message(tmp_path, args, phrase):

@@ -49,7 +49,10 @@ def test_tiny_finetuning_run_writes_model_plot_responses(tiny_run, data_dir):
         assert (out / name).is_file(), name
     assert "Data: 40 entries -> 34 train, 2 validation, 4 test (prompt style: alpaca)" in stdout
     assert "Entries longer than 128 tokens (truncated in training): 0 train, 0 validation, 0 test" in stdout
-    assert "Offline metrics on 4 responses:" in stdout and "Training completed in" in stdout
+    assert "Offline metrics on 4 responses:" in stdout and "Training took" in stdout
+    # The sample after each epoch honours --max-new-tokens 5, as the test responses do.
+    sample = next(line for line in stdout.splitlines() if line.startswith("  샘플: "))
+    assert sample.endswith(sample.split("### Response:")[-1]) and len(sample.split("### Response:")[-1]) < 60
 
     from buildllm.datasets import load_json
 
@@ -62,10 +65,11 @@ def test_tiny_finetuning_run_writes_model_plot_responses(tiny_run, data_dir):
     # 34 training entries, batch 8, drop_last: 4 steps per epoch, evaluated at steps 0, 2, 4, 6
     assert len(metrics["train_losses"]) == len(metrics["val_losses"]) == 4
 
-    from buildllm.training import load_model
+    from buildllm.checkpoints import read_model_file
 
-    model = load_model(out / "model.pth")
+    model, meta = read_model_file(out / "model.pth")
     assert model.cfg["emb_dim"] == 32 and model.cfg["context_length"] == 128
+    assert meta["prompt_style"] == "alpaca" and meta["tokenizer"] == "gpt2"
 
 
 def test_lora_phi3_masked_truncated_run(tmp_path):
@@ -77,7 +81,7 @@ def test_lora_phi3_masked_truncated_run(tmp_path):
     # In the Phi-3 format, 6 of the 34 training, 2 of the 2 validation and 1 of the 4 test texts exceed 40 tokens.
     assert "Entries longer than 40 tokens (truncated in training): 6 train, 2 validation, 1 test" in proc.stdout
 
-    from buildllm.training import load_model
+    from buildllm.checkpoints import load_model
 
     load_model(tmp_path / "model.pth")  # LoRA merged: loads as a plain GPTModel
 
@@ -86,13 +90,13 @@ def test_weights_unavailable_is_a_clean_error(tmp_path):
     proc = run_script([FINETUNE, "--weights", "gpt2-small", "--models-dir", str(tmp_path / "gpt2"),
                        "--max-examples", "40"], env=NO_NETWORK, check=False)
     assert proc.returncode == 2
-    assert "--weights random" in proc.stderr and "--weights PATH" in proc.stderr
+    assert "gpt2-small" in proc.stderr and "no network connection" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_bad_weights_path(tmp_path):
     proc = run_script([FINETUNE, "--weights", str(tmp_path / "nope.pth")], check=False)
-    assert proc.returncode == 2 and "is neither a GPT-2 size" in proc.stderr
+    assert proc.returncode == 2 and "neither a known name nor an existing file" in proc.stderr
 
 
 def test_data_file_with_missing_field_names_entry(tmp_path):
@@ -168,7 +172,7 @@ def test_evaluate_file_without_responses_names_entry(tmp_path):
 def test_chat_with_piped_stdin(tiny_run, tmp_path):
     out, _ = tiny_run
     piped = "Rewrite the sentence using a simile.\n/reset\n\n/what\nName a color.\n/quit\nNever read.\n"
-    proc = run_script([CHAT, "--checkpoint", str(out / "model.pth"), "--max-new-tokens", "4"], cwd=tmp_path,
+    proc = run_script([CHAT, "--weights", str(out / "model.pth"), "--max-new-tokens", "4"], cwd=tmp_path,
                       input=piped)
     assert "You: Rewrite the sentence using a simile.\nModel: " in proc.stdout
     assert "(conversation reset)" in proc.stdout and "Unknown command '/what'" in proc.stdout
@@ -178,17 +182,32 @@ def test_chat_with_piped_stdin(tiny_run, tmp_path):
 
 def test_chat_ends_at_end_of_input(tiny_run):
     out, _ = tiny_run
-    proc = run_script([CHAT, "--checkpoint", str(out / "model.pth"), "--max-new-tokens", "2", "--temperature", "1",
+    proc = run_script([CHAT, "--weights", str(out / "model.pth"), "--max-new-tokens", "2", "--temperature", "1",
                        "--top-k", "5"], input="Hello")
     assert proc.stdout.count("Model: ") == 1
 
 
-def test_chat_missing_checkpoint(tmp_path):
-    proc = run_script([CHAT, "--checkpoint", str(tmp_path / "model.pth")], input="", check=False)
-    assert proc.returncode == 2 and "No checkpoint at" in proc.stderr
+def test_chat_missing_model_file(tmp_path):
+    proc = run_script([CHAT, "--weights", str(tmp_path / "model.pth")], input="", check=False)
+    assert proc.returncode == 2 and "neither a known name nor an existing file" in proc.stderr
+
+
+def test_chat_refuses_a_model_that_was_never_instruction_tuned(tmp_path):
+    """A chapter 5 model.pth only continues text: chat says so and what to use instead."""
+    import torch
+
+    from buildllm.checkpoints import save_model
+    from buildllm.model import GPT_CONFIG_124M, GPTModel
+
+    torch.manual_seed(0)
+    save_model(GPTModel({**GPT_CONFIG_124M, "emb_dim": 16, "n_layers": 1, "n_heads": 2, "context_length": 64}),
+               tmp_path / "model.pth", meta={"task": "pretrained language model", "tokenizer": "gpt2"})
+    proc = run_script([CHAT, "--weights", str(tmp_path / "model.pth")], input="Hi\n", check=False)
+    assert proc.returncode == 2 and "was not instruction-tuned" in proc.stderr
+    assert "smollm2-135m-instruct" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_download_offline_is_a_clean_error(tmp_path):
     proc = run_script([DOWNLOAD, "--models-dir", str(tmp_path), "--retries", "1"], env=NO_NETWORK, check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "model.safetensors" in proc.stderr and "Traceback" not in proc.stderr

@@ -12,18 +12,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from buildllm.checkpoints import ModelFileError, save_model
 from buildllm.classification import (
-    PAD_TOKEN_ID,
     SpamDataset,
     add_classification_head,
     calc_accuracy_loader,
-    calc_loss_batch,
-    calc_loss_loader,
+    calc_class_loss_batch,
+    class_loss_fn,
     classify_review,
     create_balanced_dataset,
     create_spam_dataloaders,
     encode_labels,
-    load_base_model,
     load_classifier,
     load_sms_spam,
     prepare_spam_splits,
@@ -35,8 +34,10 @@ from buildllm.classification import (
 )
 from buildllm.datasets import get_data_path
 from buildllm.model import GPT_CONFIG_124M, GPTModel
-from buildllm.tokenizer import get_gpt2_tokenizer
-from buildllm.training import save_model
+from buildllm.pretrained import load_base_model
+from buildllm.sources import WeightsError, WeightsUnavailableError
+from buildllm.tokenizer import END_OF_TEXT_ID, get_gpt2_tokenizer
+from buildllm.training import calc_loss_loader, evaluate_model
 
 TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 8, "n_heads": 2,
         "n_layers": 2, "drop_rate": 0.0, "qkv_bias": True}
@@ -67,7 +68,7 @@ class LastTokenParity(nn.Module):
 
     def __init__(self, context_length: int = 1024):
         super().__init__()
-        self.pos_emb = nn.Embedding(context_length, 1)
+        self.cfg = {"context_length": context_length}
         self.seen_shapes = []
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -155,7 +156,7 @@ def test_spam_dataset_pads_to_longest(tokenizer):
     ds = SpamDataset(df, tokenizer)
     assert ds.max_length == len(tokenizer.encode("Win a free prize now")) == 5
     x, y = ds[0]
-    assert x.tolist() == tokenizer.encode("Hi") + [PAD_TOKEN_ID] * 4
+    assert x.tolist() == tokenizer.encode("Hi") + [END_OF_TEXT_ID] * 4
     assert x.dtype == torch.long and y.item() == 0
     assert ds[1][1].item() == 1
 
@@ -167,7 +168,7 @@ def test_spam_dataset_truncates_and_reads_csv(tokenizer, tmp_path):
     ds = SpamDataset(path, tokenizer, max_length=3)
     assert ds.max_length == 3
     assert ds[0][0].tolist() == tokenizer.encode("Win a free prize now")[:3]
-    assert ds[1][0].tolist() == tokenizer.encode("Hi") + [PAD_TOKEN_ID] * 2
+    assert ds[1][0].tolist() == tokenizer.encode("Hi") + [END_OF_TEXT_ID] * 2
 
 
 @pytest.mark.parametrize(
@@ -259,23 +260,28 @@ def test_loss_exact():
     model = LastTokenParity()
     right, wrong = -math.log(math.e / (math.e + 1)), -math.log(1 / (math.e + 1))
     batch = next(iter(parity_loader()))
-    assert calc_loss_batch(*batch, model, "cpu").item() == pytest.approx((right + wrong) / 2)
+    assert calc_class_loss_batch(*batch, model, "cpu").item() == pytest.approx((right + wrong) / 2)
     # Batches: (right, wrong), (right, right), (wrong): the loader averages the batch means.
     expected = ((right + wrong) / 2 + right + wrong) / 3
-    assert calc_loss_loader(parity_loader(), model, "cpu") == pytest.approx(expected)
+    assert calc_loss_loader(parity_loader(), model, "cpu", loss_fn=class_loss_fn()) == pytest.approx(expected)
+    assert evaluate_model(model, parity_loader(), parity_loader(), "cpu", 100, class_loss_fn()) == pytest.approx(
+        (expected, expected))
+    # The first token (0, even) predicts class 0 everywhere; labels per batch: (1, 1), (1, 0), (0).
+    first = calc_loss_loader(parity_loader(), model, "cpu", loss_fn=class_loss_fn(token_index=0))
+    assert first == pytest.approx((wrong + (wrong + right) / 2 + right) / 3)
 
 
 def test_empty_loader_gives_nan():
     empty = DataLoader(TensorDataset(torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=torch.long)))
     assert math.isnan(calc_accuracy_loader(empty, LastTokenParity(), "cpu"))
-    assert math.isnan(calc_loss_loader(empty, LastTokenParity(), "cpu"))
+    assert math.isnan(calc_loss_loader(empty, LastTokenParity(), "cpu", loss_fn=class_loss_fn()))
 
 
 def test_loss_batch_uses_last_token_of_real_model():
     model = tiny_classifier()
     x, y = torch.randint(0, 100, (4, 6)), torch.tensor([0, 1, 1, 0])
     expected = F.cross_entropy(model(x)[:, -1, :], y)
-    assert torch.allclose(calc_loss_batch(x, y, model, "cpu"), expected)
+    assert torch.allclose(calc_class_loss_batch(x, y, model, "cpu"), expected)
 
 
 # --- Training -----------------------------------------------------------------------------------
@@ -349,17 +355,26 @@ def test_classify_review_with_gpt_model(tokenizer):
 def test_save_and_load_classifier(tmp_path):
     model = tiny_classifier()
     path = tmp_path / "model.pth"
-    save_model(model, path)
-    loaded = load_classifier(path)
+    save_model(model, path, meta={"max_length": 5})
+    loaded, meta = load_classifier(path)
+    assert meta == {"max_length": 5} and loaded.cfg["num_classes"] == 2
     x = torch.randint(0, 100, (2, 5))
     model.eval()
     assert torch.equal(loaded(x), model(x))
 
     save_model(GPTModel(TINY), tmp_path / "lm.pth")
-    with pytest.raises(ValueError, match="language model, not a classifier"):
+    with pytest.raises(ModelFileError, match="language model, not a classifier"):
         load_classifier(tmp_path / "lm.pth")
-    with pytest.raises(FileNotFoundError, match="Train one first"):
+    with pytest.raises(ModelFileError, match="No model file at"):
         load_classifier(tmp_path / "missing.pth")
+
+
+def test_classification_head_gives_a_new_config_not_a_changed_one():
+    model = GPTModel({**TINY, "tie_weights": True})
+    before = model.cfg
+    add_classification_head(model, num_classes=3)
+    assert before["num_classes"] is None and model.cfg["num_classes"] == 3 and not model.cfg["tie_weights"]
+    assert model.out_head.weight is not model.tok_emb.weight
 
 
 # --- Choosing the model to start from ----------------------------------------------------------
@@ -367,37 +382,36 @@ def test_save_and_load_classifier(tmp_path):
 
 def test_load_base_model_random_and_file(tmp_path):
     torch.manual_seed(0)
-    model, described = load_base_model("random", emb_dim=16, n_layers=1, n_heads=2)
-    assert described == "random initialization (gpt2-small, emb_dim=16, n_layers=1, n_heads=2)"
-    assert model.cfg["qkv_bias"] is True and model.cfg["drop_rate"] == 0.0
-    assert model.cfg["context_length"] == 1024 and len(model.trf_blocks) == 1
+    base = load_base_model("random", random_config={"emb_dim": 16, "n_layers": 1, "n_heads": 2})
+    assert base.description == "random initialization (gpt2-small, emb_dim=16, n_layers=1, n_heads=2)"
+    assert base.model.cfg["qkv_bias"] is True and base.model.cfg["drop_rate"] == 0.0
+    assert base.model.cfg["context_length"] == 1024 and len(base.model.trf_blocks) == 1
+    assert base.tokenizer.eot_token == END_OF_TEXT_ID
 
-    save_model(GPTModel({**TINY, "drop_rate": 0.1}), tmp_path / "model.pth")
-    loaded, described = load_base_model(str(tmp_path / "model.pth"))
-    assert described == f"the model in {tmp_path / 'model.pth'}"
-    assert loaded.cfg["drop_rate"] == 0.0 and loaded.trf_blocks[0].drop_shortcut.p == 0.0
+    save_model(GPTModel({**TINY, "drop_rate": 0.1}), tmp_path / "model.pth", meta={"task": "test model"})
+    loaded = load_base_model(str(tmp_path / "model.pth"))
+    assert loaded.description == f"the test model in {tmp_path / 'model.pth'}"
+    assert loaded.model.cfg["drop_rate"] == 0.0 and loaded.model.trf_blocks[0].drop_shortcut.p == 0.0
 
 
 def test_load_base_model_falls_back(tmp_path, capsys):
     missing = str(tmp_path / "missing.pth")
-    with pytest.raises(FileNotFoundError, match="Write one with ch05/gpt_train.py"):
+    with pytest.raises(WeightsError, match="neither a known name nor an existing file"):
         load_base_model(missing)
-    model, described = load_base_model(missing, fallbacks=("random",), emb_dim=16, n_layers=1, n_heads=2)
-    assert described.startswith("random initialization")
-    assert "-> falling back to 'random'" in capsys.readouterr().out
+    base = load_base_model([missing, "random"], random_config={"emb_dim": 16, "n_layers": 1, "n_heads": 2})
+    assert base.description.startswith("random initialization")
+    assert "다음 후보 'random'" in capsys.readouterr().out
 
 
 def test_load_base_model_without_gpt2_weights(tmp_path, capsys, monkeypatch):
     """No GPT-2 files and no way to download them (a dead proxy stands in for no network)."""
-    from buildllm.gpt2 import WeightsUnavailableError
-
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    _, described = load_base_model("gpt2-small", fallbacks=("random",), models_dir=tmp_path,
-                                   emb_dim=16, n_layers=1, n_heads=2)
-    assert described.startswith("random initialization")
-    assert "[gpt2-small] not available" in capsys.readouterr().out
+    base = load_base_model(["gpt2-small", "random"], models_root=tmp_path,
+                           random_config={"emb_dim": 16, "n_layers": 1, "n_heads": 2})
+    assert base.description.startswith("random initialization")
+    assert "[gpt2-small] 사용할 수 없음" in capsys.readouterr().out
     with pytest.raises(WeightsUnavailableError, match="gpt2-small"):
-        load_base_model("gpt2-small", models_dir=tmp_path)
+        load_base_model("gpt2-small", models_root=tmp_path)

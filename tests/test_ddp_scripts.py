@@ -53,16 +53,16 @@ def _check_training_output(proc: subprocess.CompletedProcess, world_size: int, e
     """Finished, accuracy 1.00 printed once (rank 0 only), every rank trained the same number of batches."""
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
     out = proc.stdout
-    assert out.count("Training accuracy: 1.00") == 1, out
-    assert out.count("Test accuracy: 1.00") == 1, out
-    assert f"{world_size} process(es), backend gloo" in out
+    assert out.count("훈련 정확도 1.00, 테스트 정확도 1.00") == 1, out
+    assert f"프로세스 {world_size}개, 백엔드 gloo" in out
+    assert "FutureWarning" not in proc.stderr  # DDP is wrapped with the current option names
     if world_size > 1:
-        batches = [len(re.findall(rf"^\[rank {r}\] epoch", out, re.M)) for r in range(world_size)]
+        batches = [len(re.findall(rf"^\[rank {r}\] 에포크", out, re.M)) for r in range(world_size)]
         assert batches == [batches[0]] * world_size and batches[0] >= epochs, out
     # all_reduce_mean: the printed mean of the last epoch is the average of the ranks' losses.
-    last = f"epoch {epochs:03d}/{epochs:03d}"
-    rank_losses = [float(x) for x in re.findall(rf"{last} \| batch .* loss ([0-9.]+)", out)]
-    mean = float(re.search(rf"{last} \| mean train loss over {world_size} process\(es\): ([0-9.]+)", out).group(1))
+    last = f"에포크 {epochs}/{epochs}"
+    rank_losses = [float(x) for x in re.findall(rf"{last}, 배치 .* 손실 ([0-9.]+)", out)]
+    mean = float(re.search(rf"{last} 끝: 프로세스 {world_size}개의 평균 훈련 손실 ([0-9.]+)", out).group(1))
     if world_size > 1:  # one batch per rank with these settings
         assert len(rank_losses) == world_size
         assert mean == pytest.approx(sum(rank_losses) / world_size, abs=2e-4)
@@ -85,7 +85,7 @@ def test_torchrun_two_nodes_on_one_machine():
     node0, node1 = _run_group(_torchrun(1, port, "--nnodes=2", "--node-rank=0"),
                               _torchrun(1, port, "--nnodes=2", "--node-rank=1"))
     assert node1.returncode == 0, node1.stderr[-3000:]
-    assert "[rank 1]" in node1.stdout and "accuracy" not in node1.stdout  # rank 1 lives on node 1, prints no results
+    assert "[rank 1]" in node1.stdout and "정확도" not in node1.stdout  # rank 1 lives on node 1, prints no results
     both = subprocess.CompletedProcess(node0.args, node0.returncode, node0.stdout + node1.stdout, node0.stderr)
     _check_training_output(both, world_size=2)
 
@@ -107,7 +107,7 @@ def test_help(script):
 def test_spawn_bad_world_size():
     proc = run_script([SPAWN, "--world-size", "0"], check=False)
     assert proc.returncode == 2
-    assert "--world-size must be at least 1, got 0" in proc.stderr
+    assert "argument --world-size: must be a whole number >= 1, got 0" in proc.stderr
 
 
 def test_spawn_port_in_use():
@@ -121,7 +121,7 @@ def test_spawn_port_in_use():
     assert proc.returncode == 2
     assert f"Port {port} on 127.0.0.1 is already in use" in proc.stderr
     assert "--master-port" in proc.stderr and "--rdzv-endpoint" in proc.stderr
-    assert "accuracy" not in proc.stdout
+    assert "정확도" not in proc.stdout
 
 
 @pytest.mark.parametrize("env, phrase", [

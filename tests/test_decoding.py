@@ -18,7 +18,7 @@ from buildllm.generation import (
     sequence_log_prob,
     top_p_filter,
 )
-from buildllm.kv_cache import generate_cached, left_pad
+from buildllm.kv_cache import left_pad
 from buildllm.model import GPT_CONFIG_124M, GPTModel
 
 SMALL = {**GPT_CONFIG_124M, "vocab_size": 97, "emb_dim": 48, "n_heads": 3, "n_layers": 2,
@@ -106,7 +106,7 @@ def test_top_p_outside_zero_one_is_a_clear_error(small_gpt, top_p):
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         generate(small_gpt, torch.tensor([[1]]), 3, 37, temperature=1.0, top_p=top_p)
     with pytest.raises(ValueError, match="top_p must be"):
-        generate_cached(small_gpt, torch.tensor([[1]]), 3, 37, temperature=1.0, top_p=top_p)
+        generate(small_gpt, torch.tensor([[1]]), 3, 37, temperature=1.0, top_p=top_p, use_cache=True)
 
 
 # --- repetition penalty ----------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_use_cache_with_eos(small_gpt):
 def test_cached_repetition_penalty_with_left_padding(small_gpt):
     prompts = [[1, 2, 3, 4, 5], [6, 7]]
     idx, mask = left_pad(prompts, pad_id=0)
-    out = generate_cached(small_gpt, idx, 12, 37, attention_mask=mask, repetition_penalty=1.5)
+    out = generate(small_gpt, idx, 12, 37, attention_mask=mask, repetition_penalty=1.5, use_cache=True)
     for row, prompt in enumerate(prompts):
         alone = generate(small_gpt, torch.tensor([prompt]), 12, 37, repetition_penalty=1.5)
         assert torch.equal(out[row, idx.shape[1]:], alone[0, len(prompt):])

@@ -157,7 +157,7 @@ def test_check_port_free_reports_busy_port():
             D.check_port_free(port, "127.0.0.1")
     message = str(info.value)
     assert f"Port {port} on 127.0.0.1 is already in use" in message
-    assert f"--master-port {port + 1}" in message and f"--rdzv-endpoint 127.0.0.1:{port + 1}" in message
+    assert "already in use" in message and f"e.g. {port + 1}" in message
 
 
 def test_check_port_free_accepts_free_port():

@@ -17,17 +17,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from buildllm import gpt2
+from buildllm import gpt2, sources
+from buildllm.config import ConfigError
 from buildllm.gpt2 import (
-    WeightsUnavailableError,
     download_and_load_gpt2,
     download_and_load_gpt2_safetensors,
     download_gpt2_files,
     load_openai_checkpoint,
     load_pretrained_gpt,
     openai_to_hf_name,
-    resolve_model_size,
 )
+from buildllm.model import resolve_gpt2_size
+from buildllm.sources import WeightsUnavailableError
 
 transformers = pytest.importorskip("transformers")
 
@@ -120,19 +121,19 @@ def file_sizes(folder: Path) -> dict[str, int]:
 def tiny_sizes(monkeypatch, server_root):
     """Make the tiny files the expected ones for gpt2-small (the real 124M sizes would reject them)."""
     sizes = file_sizes(server_root / "models" / "124M")
-    monkeypatch.setitem(gpt2.OPENAI_FILE_SIZES, "124M", {k: sizes[k] for k in gpt2.OPENAI_FILE_SIZES["124M"]})
+    monkeypatch.setitem(sources.OPENAI_CHECKS, "124M", {k: (sizes[k], None) for k in sources.OPENAI_FILES})
     hf_size = (server_root / "hf" / "gpt2" / "model.safetensors").stat().st_size
-    monkeypatch.setitem(gpt2.HF_FILE_CHECKS, "gpt2-small", (hf_size, None))
+    monkeypatch.setitem(sources.HF_CHECKS, "gpt2-small", (hf_size, None))
     return sizes
 
 
 @pytest.fixture
 def local_dir(tmp_path, server_root, tiny_sizes):
-    """A models_dir that already holds both formats for 124M, as after gpt_download.py."""
+    """A models folder that already holds both formats for 124M, as after gpt_download.py."""
     import shutil
 
-    shutil.copytree(server_root / "models" / "124M", tmp_path / "124M")
-    shutil.copy(server_root / "hf" / "gpt2" / "model.safetensors", tmp_path / "124M" / "model.safetensors")
+    shutil.copytree(server_root / "models" / "124M", tmp_path / "gpt2" / "124M")
+    shutil.copy(server_root / "hf" / "gpt2" / "model.safetensors", tmp_path / "gpt2" / "124M" / "model.safetensors")
     return tmp_path
 
 
@@ -149,8 +150,8 @@ def serve(monkeypatch):
         servers.append(server)
         base = f"http://127.0.0.1:{server.server_address[1]}"
         monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-        monkeypatch.setattr(gpt2, "OPENAI_URLS", (base + "/models/{size}/{file}",))
-        monkeypatch.setattr(gpt2, "HF_URLS", (base + "/hf/{repo}/model.safetensors",))
+        monkeypatch.setattr(sources, "OPENAI_URLS", (base + "/models/{folder}/{file}",))
+        monkeypatch.setattr(sources, "HF_URLS", (base + "/hf/{repo}/model.safetensors",))
         monkeypatch.setattr(gpt2, "DOWNLOAD_RETRIES", 1)
         return base
 
@@ -174,8 +175,8 @@ def server_down(monkeypatch):
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(gpt2, "OPENAI_URLS", (base + "/models/{size}/{file}", base + "/backup/{size}/{file}"))
-    monkeypatch.setattr(gpt2, "HF_URLS", (base + "/hf/{repo}/model.safetensors",))
+    monkeypatch.setattr(sources, "OPENAI_URLS", (base + "/models/{folder}/{file}", base + "/backup/{folder}/{file}"))
+    monkeypatch.setattr(sources, "HF_URLS", (base + "/hf/{repo}/model.safetensors",))
     return base
 
 
@@ -209,16 +210,16 @@ def test_unexpected_variable_names_are_refused(bad):
         openai_to_hf_name(bad)
 
 
-@pytest.mark.parametrize(("size", "expected"), [("124M", ("gpt2-small", "124M")),
-                                                ("gpt2-xl", ("gpt2-xl", "1558M"))])
+@pytest.mark.parametrize(("size", "expected"), [("124M", "gpt2-small"), ("gpt2-xl", "gpt2-xl")])
 def test_model_sizes_by_either_name(size, expected):
-    assert resolve_model_size(size) == expected
+    assert resolve_gpt2_size(size) == expected
+    assert gpt2.gpt2_folder(size, "m") == Path("m") / "gpt2" / sources.GPT2_FOLDERS[expected]
 
 
 def test_unknown_model_size_lists_the_valid_ones(tmp_path):
-    for call in (lambda: resolve_model_size("gpt2-huge"), lambda: load_pretrained_gpt("7B", tmp_path),
+    for call in (lambda: resolve_gpt2_size("gpt2-huge"), lambda: load_pretrained_gpt("7B", tmp_path),
                  lambda: download_gpt2_files("125M", tmp_path)):
-        with pytest.raises(ValueError, match=r"Unknown GPT-2 model size .*gpt2-small \(124M\).*gpt2-xl \(1558M\)"):
+        with pytest.raises(ConfigError, match=r"Unknown GPT-2 model size .*gpt2-small \(124M\).*gpt2-xl \(1558M\)"):
             call()
 
 
@@ -260,7 +261,7 @@ def test_shorter_context_keeps_the_first_position_embeddings(local_dir, referenc
 
 
 def test_auto_uses_whichever_format_is_on_disk(local_dir, reference, server_down):
-    (local_dir / "124M" / "model.safetensors").unlink()  # only OpenAI's files are left; no network
+    (local_dir / "gpt2" / "124M" / "model.safetensors").unlink()  # only OpenAI's files are left; no network
     model = load_pretrained_gpt("gpt2-small", local_dir, source="auto", **TINY)
     assert (logits_of(model, IDX) - logits_of(reference, IDX)).abs().max().item() < TOLERANCE
 
@@ -281,9 +282,9 @@ def test_openai_format_without_tensorflow_says_what_to_install(local_dir, monkey
 # --- downloading ---------------------------------------------------------------------
 
 def test_download_and_load_openai_from_a_server(tmp_path, http_server, tiny_sizes, hf_weights):
-    settings, state_dict = download_and_load_gpt2("124M", tmp_path / "gpt2")
+    settings, state_dict = download_and_load_gpt2("124M", tmp_path / "models")
     assert settings["n_layer"] == LAYERS
-    assert sorted(p.name for p in (tmp_path / "gpt2" / "124M").iterdir()) == sorted(gpt2.OPENAI_FILES)
+    assert sorted(p.name for p in (tmp_path / "models" / "gpt2" / "124M").iterdir()) == sorted(sources.OPENAI_FILES)
     for key, value in hf_weights.items():
         assert torch.equal(state_dict[key], value), key
 
@@ -291,7 +292,7 @@ def test_download_and_load_openai_from_a_server(tmp_path, http_server, tiny_size
 def test_download_and_load_safetensors_from_a_server(tmp_path, http_server, tiny_sizes, hf_weights):
     settings, state_dict = download_and_load_gpt2_safetensors("gpt2-small", tmp_path)
     assert settings == {"n_vocab": VOCAB, "n_ctx": CONTEXT, "n_embd": EMB, "n_head": 12, "n_layer": LAYERS}
-    assert [p.name for p in (tmp_path / "124M").iterdir()] == ["model.safetensors"]
+    assert [p.name for p in (tmp_path / "gpt2" / "124M").iterdir()] == ["model.safetensors"]
     for key, value in hf_weights.items():
         assert torch.equal(state_dict[key], value), key
 
@@ -299,54 +300,53 @@ def test_download_and_load_safetensors_from_a_server(tmp_path, http_server, tiny
 def test_truncated_openai_download_is_deleted_and_not_loaded(tmp_path, http_server, tiny_sizes, monkeypatch):
     # The server's data file is shorter than the size we expect: a broken transfer.
     full = tiny_sizes["model.ckpt.data-00000-of-00001"]
-    monkeypatch.setitem(gpt2.OPENAI_FILE_SIZES["124M"], "model.ckpt.data-00000-of-00001", full + 100)
+    monkeypatch.setitem(sources.OPENAI_CHECKS["124M"], "model.ckpt.data-00000-of-00001", (full + 100, None))
     with pytest.raises(WeightsUnavailableError, match=r"(?s)download failed.*truncated or corrupt"):
         download_and_load_gpt2("gpt2-small", tmp_path)
-    names = {p.name for p in (tmp_path / "124M").iterdir()}
+    names = {p.name for p in (tmp_path / "gpt2" / "124M").iterdir()}
     assert "model.ckpt.data-00000-of-00001" not in names
     assert not any(n.endswith(".part") for n in names)
 
 
 def test_truncated_local_file_is_replaced_by_a_good_download(tmp_path, http_server, tiny_sizes, hf_weights):
-    folder = tmp_path / "124M"
-    folder.mkdir()
+    folder = tmp_path / "gpt2" / "124M"
+    folder.mkdir(parents=True)
     (folder / "model.ckpt.index").write_bytes(b"\0" * 10)  # a leftover of a broken copy
     _, state_dict = download_and_load_gpt2("gpt2-small", tmp_path)
     assert (folder / "model.ckpt.index").stat().st_size == tiny_sizes["model.ckpt.index"]
     assert torch.equal(state_dict["wte.weight"], hf_weights["wte.weight"])
 
 
-def test_truncated_safetensors_is_detected_deleted_and_not_loaded(tmp_path, server_root, serve, monkeypatch):
+def test_truncated_safetensors_is_detected_and_not_loaded(tmp_path, server_root, serve, monkeypatch):
     # No size is known for this file (as for the larger models), so the reader has to notice the damage.
-    monkeypatch.setitem(gpt2.HF_FILE_CHECKS, "gpt2-small", (None, None))
+    monkeypatch.setitem(sources.HF_CHECKS, "gpt2-small", (None, None))
     good = (server_root / "hf" / "gpt2" / "model.safetensors").read_bytes()
     broken_root = tmp_path / "served"
     (broken_root / "hf" / "gpt2").mkdir(parents=True)
     (broken_root / "hf" / "gpt2" / "model.safetensors").write_bytes(good[: len(good) // 2])
     serve(broken_root)
-    with pytest.raises(WeightsUnavailableError, match="truncated or corrupt .*it was deleted"):
+    with pytest.raises(WeightsUnavailableError, match="truncated or corrupt .*Delete it and download it again"):
         download_and_load_gpt2_safetensors("gpt2-small", tmp_path / "models")
-    assert list((tmp_path / "models" / "124M").iterdir()) == []
 
 
 def test_server_down_says_what_is_missing_and_where_to_put_it(tmp_path, server_down):
     with pytest.raises(WeightsUnavailableError) as info:
-        download_and_load_gpt2("gpt2-small", tmp_path / "gpt2")
+        download_and_load_gpt2("gpt2-small", tmp_path / "models")
     message = str(info.value)
     assert "no network connection" in message
-    assert f"Looked in: {(tmp_path / 'gpt2' / '124M').resolve()}" in message
+    assert f"Looked in: {(tmp_path / 'models' / 'gpt2' / '124M').resolve()}" in message
     assert "Missing: checkpoint, encoder.json, hparams.json, model.ckpt.data-00000-of-00001" in message
     assert f"{server_down}/models/124M/model.ckpt.index" in message
     assert f"backup mirror: {server_down}/backup/124M/<file>" in message
-    assert "python ch05/gpt_download.py --model-size gpt2-small --source openai" in message
+    assert "BUILDLLM_MODELS_DIR" in message
 
 
 def test_wrong_size_local_file_is_reported_when_offline(tmp_path, server_down, tiny_sizes, server_root):
     import shutil
 
-    shutil.copytree(server_root / "models" / "124M", tmp_path / "124M")
-    (tmp_path / "124M" / "model.ckpt.index").write_bytes(b"\0" * 3)
-    with pytest.raises(WeightsUnavailableError, match=r"Missing: model.ckpt.index \(present, but not the expected size\)"):
+    shutil.copytree(server_root / "models" / "124M", tmp_path / "gpt2" / "124M")
+    (tmp_path / "gpt2" / "124M" / "model.ckpt.index").write_bytes(b"\0" * 3)
+    with pytest.raises(WeightsUnavailableError, match=r"Missing: model.ckpt.index \(present, but not the expected size"):
         download_and_load_gpt2("gpt2-small", tmp_path)
 
 
@@ -356,16 +356,18 @@ def test_auto_without_files_or_network_explains_both_sources(tmp_path, server_do
     message = str(info.value)
     assert "No GPT-2 gpt2-medium weights could be found or downloaded (tried huggingface and openai)" in message
     assert f"{server_down}/hf/gpt2-medium/model.safetensors" in message
-    assert f"Looked in: {(tmp_path / '355M').resolve()}" in message
-    assert "--source openai" in message and "--source huggingface" in message
+    assert f"Looked in: {(tmp_path / 'gpt2' / '355M').resolve()}" in message
+    assert "from OpenAI are not available" in message and "from Hugging Face are not available" in message
     assert isinstance(info.value, RuntimeError)
 
 
 def test_known_file_sizes_of_the_real_124m_checkpoint():
-    assert gpt2.OPENAI_FILE_SIZES["124M"] == {
-        "checkpoint": 77, "hparams.json": 90, "model.ckpt.data-00000-of-00001": 497759232,
-        "model.ckpt.index": 5215, "model.ckpt.meta": 471155}
-    assert gpt2.OPENAI_URLS[0].format(size="124M", file="hparams.json") == (
-        "https://openaipublic.blob.core.windows.net/gpt-2/models/124M/hparams.json")
-    assert gpt2.HF_URLS[0].format(repo=gpt2.HF_REPOS["gpt2-large"]) == (
-        "https://huggingface.co/openai-community/gpt2-large/resolve/main/model.safetensors")
+    sizes = {f.relpath.rsplit("/", 1)[1]: f.size for f in sources.gpt2_files("gpt2-small", "openai")}
+    assert sizes == {"checkpoint": 77, "hparams.json": 90, "model.ckpt.data-00000-of-00001": 497759232,
+                     "model.ckpt.index": 5215, "model.ckpt.meta": 471155, "encoder.json": 1042301,
+                     "vocab.bpe": 456318}
+    hparams = next(f for f in sources.gpt2_files("gpt2-small", "openai") if f.relpath.endswith("hparams.json"))
+    assert hparams.urls[0] == "https://openaipublic.blob.core.windows.net/gpt-2/models/124M/hparams.json"
+    (large,) = sources.gpt2_files("gpt2-large", "huggingface")
+    assert large.urls[0] == "https://huggingface.co/openai-community/gpt2-large/resolve/main/model.safetensors"
+    assert large.relpath == "gpt2/774M/model.safetensors"

@@ -170,7 +170,7 @@ def test_input_longer_than_context_length():
 
 
 def test_unknown_model_size_lists_valid_sizes():
-    with pytest.raises(ValueError, match=r"Unknown model size 'gpt2-huge'.*gpt2-small, gpt2-medium, gpt2-large, gpt2-xl"):
+    with pytest.raises(ValueError, match=r"Unknown GPT-2 model size 'gpt2-huge'.*gpt2-small \(124M\), gpt2-medium"):
         get_gpt2_config("gpt2-huge")
 
 
@@ -179,17 +179,43 @@ def test_size_aliases_and_overrides():
     cfg = get_gpt2_config("gpt2-xl", qkv_bias=True, context_length=256)
     assert (cfg["emb_dim"], cfg["n_layers"], cfg["n_heads"], cfg["qkv_bias"], cfg["context_length"]) == \
         (1600, 48, 25, True, 256)
-    with pytest.raises(ValueError, match="Unknown config keys"):
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) \['emb_size'\]"):
         get_gpt2_config("gpt2-small", emb_size=10)
 
 
 def test_config_missing_keys():
     cfg = dict(TINY)
     del cfg["qkv_bias"]
-    with pytest.raises(ValueError, match=r"lacks the keys \['qkv_bias'\]"):
+    with pytest.raises(ValueError, match=r"lacks the key\(s\) \['qkv_bias'\]"):
         GPTModel(cfg)
 
 
 def test_heads_must_divide_emb_dim():
-    with pytest.raises(ValueError, match=r"d_out \(12\) must be divisible by num_heads \(5\)"):
+    with pytest.raises(ValueError, match=r"emb_dim \(12\) must be divisible by n_heads \(5\)"):
         GPTModel({**TINY, "n_heads": 5})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"drop_rate": 1.0}, "drop_rate must be a number in"),
+    ({"n_layers": 0}, "n_layers must be an integer >= 1"),
+    ({"vocab_size": 10.5}, "vocab_size must be an integer"),
+    ({"qkv_bias": "yes"}, "qkv_bias must be True or False"),
+    ({"padded_vocab_size": 3}, "padded_vocab_size must be an integer >="),
+    ({"num_classes": 1}, "num_classes must be an integer >= 2"),
+])
+def test_inconsistent_configs_are_clear_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        GPTModel({**TINY, **change})
+
+
+def test_config_reads_like_the_books_dict_and_never_changes():
+    model = GPTModel(TINY)
+    cfg = model.cfg
+    assert cfg["emb_dim"] == TINY["emb_dim"] and cfg.get("num_classes") is None and "n_heads" in cfg
+    assert {**cfg, "drop_rate": 0.5}["drop_rate"] == 0.5 and dict(cfg)["vocab_size"] == TINY["vocab_size"]
+    with pytest.raises(Exception):
+        cfg.emb_dim = 3  # frozen
+    with pytest.raises(TypeError):
+        cfg["emb_dim"] = 3  # no item assignment either
+    changed = cfg.replace(drop_rate=0.0)
+    assert changed["drop_rate"] == 0.0 and cfg["drop_rate"] == TINY["drop_rate"]

@@ -13,22 +13,18 @@ from torch.utils.data import DistributedSampler
 
 from buildllm.model import GPT_CONFIG_124M, GPTModel
 from buildllm.tokenizer import get_gpt2_tokenizer
-from buildllm.training import (
-    EpochShuffleSampler,
-    TrainingState,
-    atomic_write_json,
-    calc_loss_batch,
-    calc_loss_loader,
-    create_pretraining_dataloaders,
+from buildllm.checkpoints import (
+    ModelFileError,
     get_rng_states,
     load_checkpoint,
     load_model,
     save_checkpoint,
     save_model,
     set_rng_states,
-    train_model,
-    train_model_simple,
 )
+from buildllm.files import atomic_write_json
+from buildllm.trainer import EpochShuffleSampler, TrainingState, TrainRun, create_pretraining_dataloaders, train_model
+from buildllm.training import calc_loss_batch, calc_loss_loader, train_model_simple
 
 # The book's two examples (section 5.1): inputs and the same texts shifted by one token.
 INPUTS = torch.tensor([[16833, 3626, 6100],  # "every effort moves"
@@ -157,9 +153,9 @@ def _tiny_setup(text: str, seed: int = 123):
     return model, train_loader, val_loader, optimizer
 
 
-def _train(model, train_loader, val_loader, optimizer, **kwargs) -> TrainingState:
-    return train_model(model, train_loader, val_loader, optimizer, "cpu", num_epochs=3, eval_freq=3,
-                       eval_iter=2, progress=False, **kwargs)
+def _train(model, train_loader, val_loader, optimizer, state=None, **kwargs) -> TrainingState:
+    run = TrainRun(device=torch.device("cpu"), num_epochs=3, eval_freq=3, eval_iter=2, progress=False, **kwargs)
+    return train_model(model, train_loader, val_loader, optimizer, run, state)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +203,7 @@ def test_train_model_records_book_style_evaluations(short_text, capsys):
     assert state.track_tokens_seen == [64, 256, 448]  # 4 sequences x 16 tokens per step
     assert len(state.step_losses) == 7
     assert (state.epoch, state.step_in_epoch, state.tokens_seen) == (0, 7, 448)
-    assert "Ep 1 (Step 000006): Train loss" in capsys.readouterr().out
+    assert "에포크 1/3 | 스텝     6 | 훈련 손실" in capsys.readouterr().out
 
 
 def test_only_the_main_process_prints_and_saves(short_text, tmp_path, capsys):
@@ -218,10 +214,33 @@ def test_only_the_main_process_prints_and_saves(short_text, tmp_path, capsys):
     assert not (tmp_path / "c.pth").exists()
 
 
-def test_train_model_rejects_bad_eval_settings(short_text):
-    model, train_loader, val_loader, optimizer = _tiny_setup(short_text)
-    with pytest.raises(ValueError, match="eval_freq and eval_iter must be at least 1"):
-        train_model(model, train_loader, val_loader, optimizer, "cpu", 1, eval_freq=0, eval_iter=1)
+def test_train_run_rejects_bad_settings():
+    with pytest.raises(ValueError, match="eval_freq must be at least 1"):
+        TrainRun(device=torch.device("cpu"), num_epochs=1, eval_freq=0)
+    with pytest.raises(ValueError, match="checkpoint_every must be at least 1"):
+        TrainRun(device=torch.device("cpu"), num_epochs=1, checkpoint_every=0)
+
+
+def test_checkpoints_every_n_steps_resume_exactly(uninterrupted, short_text, tmp_path):
+    """Killed after step 10 (checkpoints every 4 steps: the last one after step 8), the run resumes exactly."""
+    model_a, _, state_a = uninterrupted
+    model_b, train_loader, val_loader, optimizer_b = _tiny_setup(short_text)
+    ckpt = tmp_path / "checkpoint.pth"
+
+    def kill_at_step_10(name, value, step):  # called after every step: stands in for kill -9
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(model_b, train_loader, val_loader, optimizer_b, checkpoint_path=ckpt, checkpoint_every=4,
+               log_scalar=kill_at_step_10)
+    model_c, train_loader, val_loader, optimizer_c = _tiny_setup(short_text, seed=7)
+    state, _ = load_checkpoint(ckpt, model_c, optimizer_c)
+    assert state.global_step == 8
+    resumed = _train(model_c, train_loader, val_loader, optimizer_c, state=state, max_steps=30)
+    assert resumed.step_losses == state_a.step_losses
+    for p_a, p_c in zip(model_a.state_dict().values(), model_c.state_dict().values()):
+        assert torch.equal(p_a, p_c)
 
 
 def test_train_model_simple_runs_the_books_loop(short_text, capsys):
@@ -232,7 +251,8 @@ def test_train_model_simple_runs_the_books_loop(short_text, capsys):
     assert tokens == [64, 384, 704]  # evaluations after steps 1, 6 and 11 of 12
     assert len(train_losses) == len(val_losses) == 3
     assert all(math.isfinite(x) for x in train_losses + val_losses)
-    assert "Ep 1 (Step 000010)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "에포크 1/1 | 스텝    10 | 훈련 손실" in out and "샘플: Every" in out
 
 
 def test_checkpoint_holds_plain_types_and_also_loads_as_a_model(short_text, tmp_path):
@@ -242,7 +262,8 @@ def test_checkpoint_holds_plain_types_and_also_loads_as_a_model(short_text, tmp_
     payload = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     assert payload["training_state"]["global_step"] == 2
     assert payload["extra"] == {"seed": 123}
-    assert payload["config"] == TINY_CFG
+    assert payload["config"] == {**TINY_CFG, "padded_vocab_size": None, "num_classes": None, "tie_weights": False,
+                                 "fast": False}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]  # no temporary file left behind
     rebuilt = load_model(tmp_path / "checkpoint.pth")
     for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()):
@@ -254,7 +275,7 @@ def test_save_and_load_model_round_trip(tmp_path):
     model = GPTModel(TINY_CFG)
     save_model(model, tmp_path / "model.pth")
     rebuilt = load_model(tmp_path / "model.pth")
-    assert rebuilt.cfg == TINY_CFG
+    assert rebuilt.cfg == model.cfg and rebuilt.cfg["emb_dim"] == TINY_CFG["emb_dim"]
     x = torch.randint(0, 256, (2, 16))
     assert torch.equal(model.eval()(x), rebuilt.eval()(x))
 
@@ -263,22 +284,22 @@ def test_checkpoint_of_a_different_architecture_is_refused(short_text, tmp_path)
     model, _, _, optimizer = _tiny_setup(short_text)
     save_checkpoint(tmp_path / "checkpoint.pth", model, optimizer, TrainingState())
     other = GPTModel({**TINY_CFG, "emb_dim": 32, "n_layers": 2})
-    with pytest.raises(ValueError, match=r"different architecture \(emb_dim 16 vs 32, n_layers 1 vs 2"):
+    with pytest.raises(ModelFileError, match=r"different architecture \(emb_dim 16 vs 32, n_layers 1 vs 2"):
         load_checkpoint(tmp_path / "checkpoint.pth", other)
 
 
 def test_model_file_cannot_resume_training(tmp_path):
     model = GPTModel(TINY_CFG)
     save_model(model, tmp_path / "model.pth")
-    with pytest.raises(ValueError, match="not a training checkpoint"):
+    with pytest.raises(ModelFileError, match="not a training checkpoint"):
         load_checkpoint(tmp_path / "model.pth", model)
-    with pytest.raises(FileNotFoundError, match="No checkpoint at"):
+    with pytest.raises(ModelFileError, match="No training checkpoint at"):
         load_checkpoint(tmp_path / "missing.pth", model)
 
 
 def test_load_model_rejects_other_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="not a model file"):
+    with pytest.raises(ModelFileError, match="not a model file"):
         load_model(tmp_path / "other.pth")
 
 
