@@ -28,6 +28,33 @@ from pathlib import Path
 
 import nbformat
 
+RESULTS_MIME = "application/vnd.buildllm.results+json"
+
+
+def report(**results) -> dict:
+    """Show headline results (plain JSON values) in a notebook; the runner copies them into ``last_run["results"]``.
+
+    ``report(weights="smollm2-135m-instruct", test_accuracy=0.973)`` prints one line and
+    leaves the values in the cell's output, where a reader and the tests find them.
+    """
+    import json
+
+    from IPython.display import display
+
+    json.dumps(results)  # only plain values: a TypeError here says which one is not
+    shown = ", ".join(f"{key} = {value}" for key, value in results.items())
+    display({RESULTS_MIME: results, "text/plain": f"기록한 결과: {shown}"}, raw=True)
+    return results
+
+
+def collect_results(nb) -> dict:
+    """All values the notebook showed with `report`, in cell order (a later value replaces an earlier one)."""
+    results: dict = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            results.update(output.get("data", {}).get(RESULTS_MIME, {}))
+    return results
+
 
 def quick_parameters(path: str | os.PathLike) -> dict:
     """Return the small parameters stored in a notebook's metadata (``buildllm.quick_parameters``)."""
@@ -83,6 +110,9 @@ def run_notebook(
             "platform": platform.platform(terse=True),
             "seconds": round(time.perf_counter() - start, 1),
         }
+        results = collect_results(nb)
+        if results:
+            nb.metadata["buildllm"]["last_run"]["results"] = results
         nbformat.write(nb, tmp)
         # mkstemp made the file private (0600): keep the mode the notebook had, or a new file's usual mode.
         if output.exists():

@@ -107,3 +107,20 @@ def test_cli_help(tmp_path):
     proc = run_script(["-m", "buildllm.notebooks", "--help"], cwd=tmp_path)
     assert "usage: python -m buildllm.notebooks" in proc.stdout
     assert "--quick" in proc.stdout and "--parameter NAME VALUE" in proc.stdout
+
+
+def test_reported_results_reach_the_notebook_metadata(tmp_path):
+    """`report(...)` in a cell: the runner records the values in last_run["results"]."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("n = 3", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from buildllm.notebooks import report\nreport(weights='random', accuracy=n / 4)"),
+        nbformat.v4.new_code_cell("report(accuracy=0.5, note='later values win')"),
+    ]
+    path = tmp_path / "r.ipynb"
+    nbformat.write(nb, path)
+    run_notebook(path)
+    done = nbformat.read(path, as_version=4)
+    assert done.metadata["buildllm"]["last_run"]["results"] == {"weights": "random", "accuracy": 0.5,
+                                                                 "note": "later values win"}
+    assert "기록한 결과: weights = random, accuracy = 0.75" in done.cells[1].outputs[0]["data"]["text/plain"]
