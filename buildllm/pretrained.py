@@ -85,6 +85,15 @@ class BaseModel:
         return format_conversation(list(turns), style), self.tokenizer.eot_token
 
 
+def chapter_model_path(chapter: str, models_root: str | os.PathLike | None = None) -> Path:
+    """Where a chapter's notebook saves the model it trained, for later chapters: <models_dir>/chapters/<chapter>/model.pth.
+
+    The chapter 5 notebook writes ``chapter_model_path("ch05")``; chapters 6 and 7 fall
+    back to it when no pretrained weights are available.
+    """
+    return models_dir(models_root) / "chapters" / chapter / "model.pth"
+
+
 def describe_weights_choices() -> str:
     """One sentence listing what --weights accepts (for help texts and errors)."""
     return (f"a GPT-2 size ({', '.join(GPT2_SIZES)}; OpenAI's weights), {' or '.join(SMOLLM2_NAMES)} (SmolLM2, "
