@@ -34,7 +34,7 @@ import sys
 
 import torch
 
-from buildllm.cli import UserError, device_name, make_parser, positive_float, positive_int, run_main
+from buildllm.cli import UserError, add_ddp_toy_arguments, check_ddp_device, make_parser, run_main
 from buildllm.distributed import DistributedLaunchError, cleanup, print0, setup_from_env
 from buildllm.primer import train_toy_ddp
 
@@ -43,20 +43,12 @@ SCRIPT = "appendix-A/DDP-script-torchrun.py"
 
 def build_parser():
     parser = make_parser(__doc__.split("\n\n")[0], epilog="Launch with: torchrun --nproc_per_node=2 " + SCRIPT)
-    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
-    parser.add_argument("--batch-size", type=positive_int, default=2, help="batch size per process")
-    parser.add_argument("--lr", type=positive_float, default=0.5, help="SGD learning rate")
-    parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
-    parser.add_argument("--device", type=device_name, default="auto",
-                        help="auto (GPU cuda:LOCAL_RANK when CUDA is available, else CPU), cuda or cpu; each "
-                             "process picks its own GPU, so cuda:N and mps do not apply")
+    add_ddp_toy_arguments(parser)
     return parser
 
 
 def run(args) -> int:
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {args.device}: under torchrun each process uses cuda:LOCAL_RANK; give auto, "
-                        f"cuda or cpu.")
+    check_ddp_device(args.device)
     try:
         info = setup_from_env(device=args.device, script=SCRIPT)
     except DistributedLaunchError as exc:

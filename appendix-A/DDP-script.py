@@ -24,7 +24,7 @@ import sys
 import torch
 import torch.multiprocessing as mp
 
-from buildllm.cli import UserError, device_name, make_parser, positive_float, positive_int, run_main
+from buildllm.cli import UserError, add_ddp_toy_arguments, check_ddp_device, make_parser, positive_int, run_main
 from buildllm.distributed import DEFAULT_MASTER_PORT, PortInUseError, check_port_free, cleanup, ddp_setup, print0
 from buildllm.primer import train_toy_ddp
 
@@ -51,13 +51,7 @@ def build_parser():
     parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--world-size", type=positive_int, default=None,
                         help="number of processes (default: number of GPUs, or 2 on a CPU-only machine)")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
-    parser.add_argument("--batch-size", type=positive_int, default=2, help="batch size per process")
-    parser.add_argument("--lr", type=positive_float, default=0.5, help="SGD learning rate")
-    parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
-    parser.add_argument("--device", type=device_name, default="auto",
-                        help="auto (one GPU per process when CUDA is available, else CPU), cuda or cpu; each process "
-                             "picks its own GPU, so cuda:N and mps do not apply")
+    add_ddp_toy_arguments(parser)
     parser.add_argument("--master-addr", default="localhost", help="address of rank 0")
     parser.add_argument("--master-port", type=positive_int, default=DEFAULT_MASTER_PORT,
                         help="free TCP port for the rendezvous")
@@ -65,9 +59,7 @@ def build_parser():
 
 
 def run(args) -> int:
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {args.device}: under DDP each process uses its own GPU (cuda:RANK); give auto, "
-                        f"cuda or cpu.")
+    check_ddp_device(args.device)
     if args.world_size is None:
         args.world_size = default_world_size() if args.device != "cpu" else 2
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

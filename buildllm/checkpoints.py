@@ -111,17 +111,16 @@ def _load_state(model, state_dict, path) -> None:
                              f"The file is damaged; write it again.") from None
 
 
+def _model_payload(model, kind: str) -> dict:
+    """What every file of `kind` ("model" or "checkpoint") starts with: architecture, config, weights."""
+    model = unwrap_model(model)
+    return {"format": f"buildllm-{kind}", "architecture": getattr(model, "architecture", "gpt"),
+            "config": model.cfg.to_dict(), "model_state_dict": model.state_dict()}
+
+
 def save_model(model, path: str | Path, meta: dict | None = None) -> Path:
     """Save a model's architecture name, config, weights and `meta` (plain values) to `path`, atomically."""
-    model = unwrap_model(model)
-    payload = {
-        "format": "buildllm-model",
-        "architecture": getattr(model, "architecture", "gpt"),
-        "config": model.cfg.to_dict(),
-        "model_state_dict": model.state_dict(),
-        "meta": dict(meta or {}),
-    }
-    return atomic_torch_save(payload, path)
+    return atomic_torch_save({**_model_payload(model, "model"), "meta": dict(meta or {})}, path)
 
 
 def read_model_file(path: str | Path, device: str | torch.device = "cpu"):
@@ -196,12 +195,8 @@ def save_checkpoint(path, model, optimizer, state, extra: dict | None = None,
     beside (e.g. the run's settings). `rank_rng_states` (from `gather_rng_states`)
     keeps every DDP process's RNG states.
     """
-    model = unwrap_model(model)
     payload = {
-        "format": "buildllm-checkpoint",
-        "architecture": getattr(model, "architecture", "gpt"),
-        "config": model.cfg.to_dict(),
-        "model_state_dict": model.state_dict(),
+        **_model_payload(model, "checkpoint"),
         "optimizer_state_dict": optimizer.state_dict(),
         "training_state": state.to_dict(),
         "rng_states": get_rng_states(),

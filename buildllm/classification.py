@@ -336,18 +336,9 @@ def calc_accuracy_loader(data_loader, model, device, num_batches: int | None = N
 # ---------------------------------------------------------------------------
 
 
-def train_classifier_simple(
-    model,
-    train_loader,
-    val_loader,
-    optimizer,
-    device,
-    num_epochs: int,
-    eval_freq: int,
-    eval_iter: int,
-    token_index: int = -1,
-    progress: bool = False,
-) -> tuple[list[float], list[float], list[float], list[float], int]:
+def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs: int, eval_freq: int,
+                            eval_iter: int, token_index: int = -1, progress: bool = False
+                            ) -> tuple[list[float], list[float], list[float], list[float], int]:
     """The chapter's classifier training loop.
 
     Returns (train losses, val losses) measured every `eval_freq` steps, (train

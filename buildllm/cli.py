@@ -115,6 +115,23 @@ def pick_device(name: str):
         raise UserError(str(exc)) from None
 
 
+def add_ddp_toy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both appendix A DDP scripts share: training settings and a --device for one GPU per process."""
+    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="batch size per process")
+    parser.add_argument("--lr", type=positive_float, default=0.5, help="SGD learning rate")
+    parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (one GPU per process when CUDA is available, else the CPU), cuda or cpu")
+
+
+def check_ddp_device(name: str) -> None:
+    """Raise `UserError` for a --device that names one device: under DDP each process uses its own GPU."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {name}: under DDP each process uses its own GPU (cuda:LOCAL_RANK); give auto, "
+                        f"cuda or cpu.")
+
+
 # --- Weights --------------------------------------------------------------------------------------------
 
 def default_models_dir() -> str:

@@ -147,20 +147,8 @@ def generate_tokens(
 
 
 @torch.no_grad()
-def generate(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    context_size: int,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    eos_id: int | None = None,
-    *,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    use_cache: bool = False,
-    attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
+def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int, temperature: float = 0.0,
+             top_k: int | None = None, eos_id: int | None = None, **options) -> torch.Tensor:
     """Generate up to `max_new_tokens` tokens after `idx` (b, num_tokens) with temperature and top-k.
 
     ``temperature=0`` is greedy decoding. With `eos_id`, a row that produces it is
@@ -168,14 +156,12 @@ def generate(
     stops as soon as every row is finished (the final all-finished step is not
     appended, so a batch of one stops just before its end token, as in the book).
 
-    Beyond the book: `top_p` (nucleus sampling) and `repetition_penalty` (see
-    `pick_next_token`); their defaults change nothing. `use_cache` and
-    `attention_mask`: see `generate_tokens`.
+    Beyond the book, `options` are those of `generate_tokens`: `top_p` (nucleus
+    sampling) and `repetition_penalty` (see `pick_next_token`; their defaults change
+    nothing), `use_cache` and `attention_mask`.
     """
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    steps = generate_tokens(model, idx, max_new_tokens, context_size, temperature, top_k, top_p=top_p,
-                            repetition_penalty=repetition_penalty, use_cache=use_cache,
-                            attention_mask=attention_mask)
+    steps = generate_tokens(model, idx, max_new_tokens, context_size, temperature, top_k, **options)
     for idx_next in steps:
         if eos_id is not None:
             idx_next = idx_next.masked_fill(finished.unsqueeze(1), eos_id)

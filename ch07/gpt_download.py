@@ -1,13 +1,6 @@
-"""Download the pretrained weights chapter 7 starts from, verified, into the models folder.
+"""Download the pretrained weights chapter 7 instruction-tunes (GPT-2 medium by default).
 
-    python ch07/gpt_download.py                                  # gpt2-medium from Hugging Face (one safetensors file)
-    python ch07/gpt_download.py --weights gpt2-medium --source openai
-    python ch07/gpt_download.py --weights smollm2-135m-instruct  # SmolLM2: also works without internet
-
-The models folder is --models-dir, else $BUILDLLM_MODELS_DIR, else ~/.cache/buildllm/models;
-every script and notebook looks for weights there. Files already there are verified and
-kept. On a machine without internet access, run this elsewhere and copy the folder it
-prints to the same place; the error message lists the URLs.
+`python ch07/gpt_download.py --help` lists the choices; SmolLM2 also reaches machines without internet.
 """
 
 from __future__ import annotations
