@@ -390,7 +390,8 @@ def _offline_instructions(root: Path) -> str:
         f"  - or put Hugging Face's files of {SMOLLM2_HF_REPOS['smollm2-135m-instruct']} "
         f"({', '.join(f.relpath.rsplit('/', 1)[1] for f in smollm2_hf_files('smollm2-135m-instruct'))}) into "
         f"{folder / 'SmolLM2-135M-Instruct'}.\n"
-        f"The models folder is set by --models-dir or BUILDLLM_MODELS_DIR."
+        f"The models folder is set by the environment variable BUILDLLM_MODELS_DIR (or a script's models-folder "
+        f"option)."
     )
 
 
@@ -581,9 +582,8 @@ def _base_unavailable(root: Path, reason: str) -> WeightsUnavailableError:
     folder = (root / files[0].relpath).parent
     return WeightsUnavailableError(
         f"SmolLM2-135M (the base model) is not available: {reason}. It exists only on Hugging Face (the offline "
-        f"GGUF is the instruct model: use --weights smollm2-135m-instruct). To fix: on a machine with internet, "
-        f"download these files into {folder} (or run a chapter's gpt_download.py --weights smollm2-135m there and "
-        f"copy that folder here):\n" + "\n".join(f"    {f.urls[0]}" for f in files)
+        f"GGUF is the instruct model: smollm2-135m-instruct). To fix: on a machine with internet, download these "
+        f"files into {folder} (or fetch them there into its models folder and copy that folder here):\n" + "\n".join(f"    {f.urls[0]}" for f in files)
     )
 
 
