@@ -239,6 +239,47 @@ def measure_variant(name: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def measure_interleaved(names: list[str], args: argparse.Namespace) -> list[dict]:
+    """Train every variant in this one process, one step of each in turn, on the same batches; return their speeds.
+
+    Taking turns step by step means a busy moment of the machine slows every variant
+    alike, so the ratios hold even on a shared CPU. The order rotates every round.
+    Each row reports the median step time and the spread (first to third quartile).
+    """
+    device = get_device(args.device)
+    cfg = model_config(args)
+    generator = torch.Generator().manual_seed(args.seed)
+    tokens = torch.randint(0, cfg["vocab_size"], (args.warmup + args.steps, args.batch_size, args.context_length + 1),
+                           generator=generator)
+    built = {}
+    for name in names:
+        set_seed(args.seed)
+        built[name] = build_variant(name, cfg, device, tokens[0, :, :-1].to(device), args.compile_backend)
+        built[name][0].train()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(args.warmup + args.steps):
+        batch = tokens[i].to(device)
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in order:
+            model, optimizer, amp_dtype, _ = built[name]
+            _sync(device)
+            start = time.perf_counter()
+            train_step(model, [(batch[:, :-1], batch[:, 1:])], optimizer, device, amp_dtype=amp_dtype)
+            _sync(device)
+            if i >= args.warmup:
+                seconds[name].append(time.perf_counter() - start)
+    rows = []
+    for name in names:
+        times = sorted(seconds[name])
+        quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+        rows.append({"variant": name, "parameters": sum(p.numel() for p in built[name][0].parameters()),
+                     "tokens_per_s": args.batch_size * args.context_length / quartiles[1],
+                     "step_ms": 1000 * quartiles[1], "step_ms_q1": 1000 * quartiles[0],
+                     "step_ms_q3": 1000 * quartiles[2], "step_ms_all": [1000 * t for t in seconds[name]],
+                     "note": built[name][3]})
+    return rows
+
+
 def run_worker(name: str, args: argparse.Namespace, timeout: int = 3600) -> dict:
     """Measure one variant in a fresh Python process (its own peak memory); return its result or the error."""
     shape = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in ("emb_dim", "n_layers", "n_heads")
@@ -260,7 +301,8 @@ def run_worker(name: str, args: argparse.Namespace, timeout: int = 3600) -> dict
 def format_speed_table(rows: list[dict], mfu_peak: float | None, cfg: dict) -> str:
     """A text table: variant, parameters, tokens/s, speed-up over plain, ms per step, peak memory, MFU, note."""
     plain = next((r["tokens_per_s"] for r in rows if r["variant"] == "plain" and "error" not in r), None)
-    header = f"{'variant':<14} {'params':>12} {'tokens/s':>11} {'vs plain':>9} {'ms/step':>9} {'peak MiB':>9}"
+    header = (f"{'variant':<14} {'params':>12} {'tokens/s':>11} {'vs plain':>9} {'ms/step':>9} {'q1-q3 ms':>15} "
+              f"{'peak MiB':>9}")
     header += f" {'MFU':>6}" if mfu_peak else ""
     lines = [header + "  note", "-" * (len(header) + 6)]
     for r in rows:
@@ -269,8 +311,9 @@ def format_speed_table(rows: list[dict], mfu_peak: float | None, cfg: dict) -> s
             continue
         speedup = f"{r['tokens_per_s'] / plain:.2f}x" if plain else "-"
         memory = r.get("peak_memory_bytes")
+        spread = f"{r['step_ms_q1']:.1f}-{r['step_ms_q3']:.1f}" if "step_ms_q1" in r else "-"
         line = (f"{r['variant']:<14} {r['parameters']:>12,} {r['tokens_per_s']:>11,.0f} {speedup:>9} "
-                f"{r['step_ms']:>9.1f} {memory / 2**20 if memory else float('nan'):>9.0f}")
+                f"{r['step_ms']:>9.1f} {spread:>15} {memory / 2**20 if memory else float('nan'):>9.0f}")
         if mfu_peak:
             mfu = matmul_flops_per_token(cfg) * r["tokens_per_s"] / (mfu_peak * 1e12)
             line += f" {100 * mfu:>5.1f}%"
@@ -370,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: a 1-layer model (emb 32), context 32, batch 2, 2 steps, 10 convergence steps "
                              "(options given explicitly keep their values)")
+    parser.add_argument("--separate-processes", action="store_true",
+                        help="measure each variant in its own process (adds its peak memory; without it all variants "
+                             "train in this process, taking turns step by step, so machine load hits all alike)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one variant, print RESULT json
     return parser
 
@@ -407,17 +453,22 @@ def main(argv: list[str] | None = None) -> int:
               f"on {device_name}, torch {torch.__version__}", flush=True)
 
     rows = []
-    if args.steps:
+    if args.steps and args.separate_processes:
         for name in names:
             rows.append(run_worker(name, args))
             print(f"  measured {name}", flush=True)
+    elif args.steps:
+        rows = measure_interleaved(names, args)
     if rows:
         mfu_peak = peak_tflops(device_name, args.peak_tflops) if device.type == "cuda" else None
         print()
         print(format_speed_table(rows, mfu_peak, cfg))
-        print(f"tokens/s and ms/step: from the median of the {args.steps} timed steps.")
+        print(f"tokens/s and ms/step: from the median of the {args.steps} timed steps"
+              + ("." if args.separate_processes else "; all variants in one process, taking turns step by step."))
         baseline = next((r.get("baseline_rss_bytes") for r in rows if r.get("baseline_rss_bytes")), None)
-        if device.type == "cuda":
+        if not args.separate_processes:
+            print("peak MiB: measured only with --separate-processes (one process per variant).")
+        elif device.type == "cuda":
             print("peak MiB: torch.cuda.max_memory_allocated (weights, optimizer state, activations).")
             print(f"MFU: model FLOPs / peak bf16 {mfu_peak} TFLOP/s." if mfu_peak else
                   "MFU: unknown GPU; pass --peak-tflops (its dense bfloat16 peak) to print it.")
