@@ -1,18 +1,30 @@
-"""Evaluating instruction responses (chapter 7): an LLM judge over HTTP, and metrics that need no server.
+"""Evaluating instruction responses (chapter 7): an LLM judge, and metrics that need no judge.
 
 The book lets a larger model (Llama 3 8B served by Ollama) grade each response
-from 0 to 100. That needs a running server, so this module has two halves:
+from 0 to 100. That needs a running server, so this module has three parts:
 
-* judges: ``OllamaJudge`` speaks Ollama's ``POST /api/chat`` (streamed JSON
+* server judges: ``OllamaJudge`` speaks Ollama's ``POST /api/chat`` (streamed JSON
   lines or one JSON object); ``OpenAIJudge`` speaks any OpenAI-compatible
-  ``POST /v1/chat/completions``. ``judge.preflight()`` says exactly what is
-  missing before any scoring starts. ``score_entries`` asks for a score per
-  entry, parses it robustly, retries, and counts every answer it could not use.
+  ``POST /v1/chat/completions``. ``judge.preflight()`` says exactly what is missing
+  before any scoring starts. Every request has a total deadline (a server that
+  sends its answer byte by byte cannot hold it longer), and a connection that
+  breaks off is retried with growing pauses (backoff).
+* a local judge: ``LocalJudge`` asks a small instruction-tuned model on this
+  computer (e.g. SmolLM2-135M-Instruct) whether a response is correct and turns
+  its probability of "Yes" into a score. No server, no network -- and a *weak*
+  judge: far smaller than the book's, its scores are a rough signal at best.
 * offline metrics: ``exact_match``, ``token_f1`` and ``rouge_l`` (our own
   longest-common-subsequence code) compare each response with the reference
   output, so every run produces numbers even without a judge.
 
-Only the Python standard library is used for HTTP (``urllib``).
+``score_entries`` asks any of these judges for a score per entry, parses it
+robustly, retries unusable answers, counts every answer it could not use, and can
+skip entries already scored (to resume an interrupted run).
+
+Messages say what is wrong and what to change in plain words; the errors carry a
+``setting`` ("url", "timeout", "model", "backend", "api_key") so that a script can
+add the matching command-line flag. Only the Python standard library is used for
+HTTP (``urllib``).
 """
 
 from __future__ import annotations
@@ -22,31 +34,46 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 from .instruction import format_input, validate_entries
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 BACKENDS = ("ollama", "openai")
 SCORE_STATUSES = ("ok", "out_of_range", "not_a_number")
+SETTINGS = ("url", "timeout", "model", "backend", "api_key")
 
 
 class JudgeError(RuntimeError):
-    """The judge could not give an answer; the message says what to do."""
+    """The judge could not give an answer; the message says what to do.
+
+    ``setting`` names what the user should change, when one thing is to blame:
+    "url", "timeout", "model", "backend" or "api_key" (else None).
+    """
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class JudgeUnavailableError(JudgeError):
-    """The judge server is not reachable, is not the expected server, or lacks the model."""
+    """The judge is not reachable, is not the expected server, or lacks the model."""
 
 
 class JudgeTimeoutError(JudgeError):
-    """The judge server did not answer in time."""
+    """The judge did not finish its answer within the total time allowed for one request."""
+
+
+class JudgeConnectionError(JudgeError):
+    """The connection broke off (reset, closed early, stream cut short); such requests are retried."""
 
 
 # --------------------------------------------------------------------------- the scoring prompt
@@ -67,7 +94,7 @@ def make_scoring_prompt(entry: dict, json_key: str = "model_response") -> str:
 RETRY_REMINDER = "\n\nReply with one whole number between 0 and 100 and nothing else."
 
 
-# --------------------------------------------------------------------------- HTTP helpers
+# --------------------------------------------------------------------------- HTTP with a total deadline
 
 
 def _is_loopback(url: str) -> bool:
@@ -75,33 +102,120 @@ def _is_loopback(url: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1")
 
 
-def _open(url: str, payload: dict | None, timeout: float, headers: dict | None = None):
-    """Open `url` (POST JSON if `payload`, else GET); loopback addresses bypass any HTTP proxy."""
+class _Deadline:
+    """A stopwatch for one request: when the time is up it shuts the request's sockets down.
+
+    A socket timeout bounds each read, not the whole answer: a server that sends one
+    byte a second would never trip it. Shutting the socket down from a timer thread
+    makes the blocked read return at once, wherever the request is (headers or body).
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Self:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the deadline passes (at once if it already has)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _opener(url: str, deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """An opener whose connections report their sockets to `deadline`; loopback addresses bypass any proxy."""
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self):
+            super().connect()
+            deadline.watch(self.sock)
+
+    class TLSConnection(http.client.HTTPSConnection):
+        def connect(self):
+            super().connect()
+            deadline.watch(self.sock)
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(Connection, req)
+
+    class TLSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(TLSConnection, req, context=self._context)
+
+    handlers: list = [Handler(), TLSHandler()]
+    if _is_loopback(url):
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
+
+
+def _open(url: str, payload: dict | None, deadline: _Deadline, headers: dict | None = None):
+    """Open `url` (POST JSON if `payload`, else GET) under `deadline`."""
     data = json.dumps(payload).encode("utf-8") if payload is not None else None
     request = urllib.request.Request(
         url, data=data, method="POST" if data is not None else "GET",
         headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
     )
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
-    return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
+    return _opener(url, deadline).open(request, timeout=deadline.seconds)
+
+
+def _reason(exc: BaseException) -> BaseException:
+    reason = getattr(exc, "reason", exc)
+    return reason if isinstance(reason, BaseException) else exc
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    reason = getattr(exc, "reason", exc)
-    return isinstance(reason, (TimeoutError, socket.timeout))
+    return isinstance(_reason(exc), (TimeoutError, socket.timeout))
 
 
 def _is_refused(exc: BaseException) -> bool:
-    return isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
+    return isinstance(_reason(exc), ConnectionRefusedError)
+
+
+def _is_broken(exc: BaseException) -> bool:
+    """True for a connection that broke off after it was made (worth retrying)."""
+    reason = _reason(exc)
+    return isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                               http.client.IncompleteRead, http.client.RemoteDisconnected,
+                               http.client.BadStatusLine))
 
 
 def _http_json(url: str, timeout: float, headers: dict | None = None) -> tuple[int, object | str]:
     """GET `url`; return (status, parsed JSON or the raw text when it is not JSON). Connection errors propagate."""
-    try:
-        with _open(url, None, timeout, headers) as response:
-            status, body = response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read().decode("utf-8", "replace")
+    with _Deadline(timeout) as deadline:
+        try:
+            with _open(url, None, deadline, headers) as response:
+                status, body = response.status, response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            if deadline.expired:
+                raise TimeoutError(f"no complete answer within {timeout:g} s") from None
+            raise
     try:
         return status, json.loads(body)
     except json.JSONDecodeError:
@@ -122,44 +236,108 @@ def _normalize_base_url(url: str, strip_suffix: str = "") -> str:
     return url
 
 
-# --------------------------------------------------------------------------- judges
+# --------------------------------------------------------------------------- server judges
 
 
-class OllamaJudge:
+class _ServerJudge:
+    """What both server judges share: one request with a total deadline, retried when the connection breaks."""
+
+    weak = False
+    url: str
+    timeout: float
+    connection_retries: int
+    backoff: float
+
+    def _unreachable(self, exc: BaseException) -> JudgeError:
+        raise NotImplementedError
+
+    def _timeout_error(self) -> JudgeTimeoutError:
+        return JudgeTimeoutError(
+            f"The server at {self.url} did not finish its answer within {self.timeout:g} s. If it is busy (the "
+            f"first request loads the model), wait and retry, or allow more time per request.",
+            setting="timeout",
+        )
+
+    def _request(self, path: str, payload: dict, read: Callable, headers: dict | None = None):
+        """POST `payload` to `path`, then `read(response)`; retry when the connection breaks off."""
+        attempts = self.connection_retries + 1
+        for attempt in range(attempts):
+            try:
+                return self._request_once(path, payload, read, headers)
+            except JudgeConnectionError as exc:
+                if attempt == attempts - 1:
+                    raise JudgeConnectionError(
+                        f"{exc} Gave up after {attempts} attempt(s). Check that the server is stable (its log may "
+                        f"say why it dropped the connection), then run again.") from None
+                time.sleep(self.backoff * 2 ** attempt)  # 1x, 2x, 4x ... the base pause
+        raise AssertionError("unreachable")
+
+    def _request_once(self, path: str, payload: dict, read: Callable, headers: dict | None):
+        with _Deadline(self.timeout) as deadline:
+            try:
+                with _open(f"{self.url}{path}", payload, deadline, headers) as response:
+                    return read(response)
+            except urllib.error.HTTPError as exc:
+                if deadline.expired:
+                    raise self._timeout_error() from None
+                raise self._http_error(exc) from None
+            except JudgeError:
+                if deadline.expired:
+                    raise self._timeout_error() from None
+                raise
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+                if deadline.expired or _is_timeout(exc):
+                    raise self._timeout_error() from None
+                if _is_broken(exc):
+                    raise JudgeConnectionError(
+                        f"The connection to {self.url} broke off ({type(_reason(exc)).__name__}).") from None
+                raise self._unreachable(exc) from None
+
+    def _http_error(self, exc: urllib.error.HTTPError) -> JudgeError:
+        body = exc.read().decode("utf-8", "replace")
+        return JudgeError(f"{exc.url or self.url} answered HTTP {exc.code}: {_short(body)}")
+
+
+class OllamaJudge(_ServerJudge):
     """A judge served by Ollama (``POST /api/chat``), deterministic: fixed seed, temperature 0."""
 
     def __init__(self, model: str = "llama3", url: str = DEFAULT_OLLAMA_URL, seed: int = 123,
-                 temperature: float = 0.0, num_ctx: int = 2048, timeout: float = 120.0, stream: bool = True):
+                 temperature: float = 0.0, num_ctx: int = 2048, timeout: float = 120.0, stream: bool = True,
+                 connection_retries: int = 3, backoff: float = 1.0):
         self.model = model
         self.url = _normalize_base_url(url)
         self.seed, self.temperature, self.num_ctx = seed, temperature, num_ctx
         self.timeout, self.stream = timeout, stream
+        self.connection_retries, self.backoff = connection_retries, backoff
+
+    @property
+    def description(self) -> str:
+        """One line for people: which model, served how."""
+        return f"{self.model} via Ollama at {self.url}"
 
     def _unreachable(self, exc: BaseException) -> JudgeError:
         if _is_timeout(exc):
-            return JudgeTimeoutError(
-                f"The server at {self.url} did not answer within {self.timeout:g} s. If Ollama is busy "
-                f"(the first request loads the model), wait and retry, or allow more time with --timeout."
-            )
+            return self._timeout_error()
         if _is_refused(exc):
             return JudgeUnavailableError(
                 f"No server answers at {self.url} (connection refused). Start Ollama with `ollama serve` in "
                 f"another terminal (install it from https://ollama.com), then run `ollama pull {self.model}`. "
-                f"If Ollama runs on another address, pass it with --url."
+                f"If Ollama runs on another address, give that address instead.", setting="url",
             )
-        return JudgeUnavailableError(f"Cannot reach {self.url}: {getattr(exc, 'reason', exc)}. Check --url.")
+        return JudgeUnavailableError(f"Cannot reach {self.url}: {_reason(exc)}. Check the address.", setting="url")
 
     def _model_names(self, timeout: float) -> list[str]:
         """Return the names of the pulled models (``GET /api/tags``), or raise with advice."""
         try:
             status, body = _http_json(f"{self.url}/api/tags", timeout)
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from None
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("models"), list):
             raise JudgeUnavailableError(
                 f"Something answers at {self.url}, but it is not Ollama: GET /api/tags gave HTTP {status} "
                 f"{_short(body)!r}. Another program uses this port: stop it, or start Ollama on a free port "
-                f"(OLLAMA_HOST=127.0.0.1:11435 ollama serve) and pass --url http://127.0.0.1:11435."
+                f"(OLLAMA_HOST=127.0.0.1:11435 ollama serve) and use http://127.0.0.1:11435 as the address.",
+                setting="url",
             )
         return [m.get("name") or m.get("model", "") for m in body["models"] if isinstance(m, dict)]
 
@@ -171,7 +349,7 @@ class OllamaJudge:
             available = ", ".join(names) if names else "none"
             raise JudgeUnavailableError(
                 f"Ollama runs at {self.url}, but the model {self.model!r} is not pulled (pulled models: "
-                f"{available}). Run `ollama pull {self.model}` and try again."
+                f"{available}). Run `ollama pull {self.model}` and try again.", setting="model",
             )
 
     def chat(self, prompt: str, seed: int | None = None) -> str:
@@ -183,108 +361,104 @@ class OllamaJudge:
                         "num_ctx": self.num_ctx},
             "stream": self.stream,
         }
-        deadline = time.monotonic() + self.timeout
-        try:
-            with _open(f"{self.url}/api/chat", payload, self.timeout) as response:
-                if not self.stream:
-                    return self._parse_message(response.read().decode("utf-8"))
-                pieces = []
-                for raw in response:  # streamed: one JSON object per line
-                    if time.monotonic() > deadline:
-                        raise JudgeTimeoutError(
-                            f"The answer from {self.url} took longer than {self.timeout:g} s; raise --timeout."
-                        )
-                    line = raw.decode("utf-8").strip()
-                    if not line:
-                        continue
-                    chunk = self._parse_chunk(line)
-                    pieces.append(chunk.get("message", {}).get("content", ""))
-                    if chunk.get("done"):
-                        return "".join(pieces)
-                raise JudgeError(
-                    f"The stream from {self.url}/api/chat ended without a final 'done' message; "
-                    f"the server may have crashed. Check the Ollama log and retry."
-                )
-        except urllib.error.HTTPError as exc:
-            raise self._http_error(exc) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise self._unreachable(exc) from None
-        except http.client.HTTPException as exc:
-            raise JudgeError(f"The connection to {self.url} broke off ({exc!r}); retry.") from None
+        return self._request("/api/chat", payload, self._read_stream if self.stream else self._read_whole)
+
+    def _read_whole(self, response) -> str:
+        return self._parse_chunk(response.read().decode("utf-8", "replace").strip()).get("message", {}).get(
+            "content", "")
+
+    def _read_stream(self, response) -> str:
+        pieces = []
+        for raw in response:  # streamed: one JSON object per line
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            chunk = self._parse_chunk(line)
+            pieces.append(chunk.get("message", {}).get("content", ""))
+            if chunk.get("done"):
+                return "".join(pieces)
+        raise JudgeConnectionError(
+            f"The stream from {self.url}/api/chat ended without a final 'done' message (the server may have "
+            f"restarted).")
 
     def _parse_chunk(self, line: str) -> dict:
         try:
             chunk = json.loads(line)
         except json.JSONDecodeError:
             raise JudgeError(
-                f"{self.url}/api/chat sent something that is not Ollama's JSON: {_short(line)!r}. "
-                f"Is --url pointing at Ollama (use --backend openai for OpenAI-compatible servers)?"
+                f"{self.url}/api/chat sent something that is not Ollama's JSON: {_short(line)!r}. Is the address "
+                f"Ollama's? (OpenAI-compatible servers need the 'openai' backend.)", setting="backend",
             ) from None
         if not isinstance(chunk, dict):
-            raise JudgeError(f"{self.url}/api/chat sent {_short(line)!r}, not a JSON object.")
+            raise JudgeError(f"{self.url}/api/chat sent {_short(line)!r}, not a JSON object.", setting="backend")
         if "error" in chunk:
             raise JudgeError(f"Ollama reported an error: {chunk['error']}")
         return chunk
-
-    def _parse_message(self, body: str) -> str:
-        chunk = self._parse_chunk(body.strip())
-        return chunk.get("message", {}).get("content", "")
 
     def _http_error(self, exc: urllib.error.HTTPError) -> JudgeError:
         body = exc.read().decode("utf-8", "replace")
         if exc.code == 404 and "not found" in body:
             return JudgeUnavailableError(
-                f"Ollama does not have the model {self.model!r} ({_short(body)}). Run `ollama pull {self.model}`."
+                f"Ollama does not have the model {self.model!r} ({_short(body)}). Run `ollama pull {self.model}`.",
+                setting="model",
             )
         return JudgeError(f"{self.url}/api/chat answered HTTP {exc.code}: {_short(body)}")
 
 
-class OpenAIJudge:
+class OpenAIJudge(_ServerJudge):
     """A judge behind any OpenAI-compatible endpoint (``POST /v1/chat/completions``): vLLM, llama.cpp, Ollama..."""
 
     def __init__(self, model: str, url: str = "http://localhost:8000", api_key: str | None = None,
-                 seed: int = 123, temperature: float = 0.0, timeout: float = 120.0):
+                 seed: int = 123, temperature: float = 0.0, timeout: float = 120.0,
+                 connection_retries: int = 3, backoff: float = 1.0):
         self.model = model
         self.url = _normalize_base_url(url, strip_suffix="/v1")  # accept both .../v1 and the bare address
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.seed, self.temperature, self.timeout = seed, temperature, timeout
+        self.connection_retries, self.backoff = connection_retries, backoff
+
+    @property
+    def description(self) -> str:
+        """One line for people: which model, served how."""
+        return f"{self.model} via an OpenAI-compatible server at {self.url}"
 
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _unreachable(self, exc: BaseException) -> JudgeError:
         if _is_timeout(exc):
-            return JudgeTimeoutError(
-                f"The server at {self.url} did not answer within {self.timeout:g} s; retry or raise --timeout."
-            )
+            return self._timeout_error()
         if _is_refused(exc):
             return JudgeUnavailableError(
                 f"No server answers at {self.url} (connection refused). Start your OpenAI-compatible server "
                 f"(for example `vllm serve MODEL`, `llama-server -m MODEL.gguf`, or `ollama serve`, which also "
-                f"serves /v1), or pass its address with --url."
+                f"serves /v1), or give its address.", setting="url",
             )
-        return JudgeUnavailableError(f"Cannot reach {self.url}: {getattr(exc, 'reason', exc)}. Check --url.")
+        return JudgeUnavailableError(f"Cannot reach {self.url}: {_reason(exc)}. Check the address.", setting="url")
 
     def preflight(self, timeout: float = 5.0) -> None:
         """Check that ``GET /v1/models`` answers and lists the model; raise JudgeUnavailableError if not."""
         try:
             status, body = _http_json(f"{self.url}/v1/models", min(timeout, self.timeout), self._headers())
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from None
         if status in (401, 403):
             raise JudgeUnavailableError(
-                f"{self.url} refused the request (HTTP {status}): set the API key with --api-key or OPENAI_API_KEY."
+                f"{self.url} refused the request (HTTP {status}): it needs an API key (or another one); set "
+                f"OPENAI_API_KEY or give the key.", setting="api_key",
             )
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise JudgeUnavailableError(
                 f"Something answers at {self.url}, but not as an OpenAI-compatible server: GET /v1/models gave "
-                f"HTTP {status} {_short(body)!r}. Check --url (and --backend: use 'ollama' for Ollama's own API)."
+                f"HTTP {status} {_short(body)!r}. Check the address (for Ollama's own API use the 'ollama' "
+                f"backend).", setting="url",
             )
         names = [m.get("id", "") for m in body["data"] if isinstance(m, dict)]
         if self.model not in names:
             raise JudgeUnavailableError(
                 f"The server at {self.url} does not offer the model {self.model!r} (it offers: "
-                f"{', '.join(names) or 'none'}). Pass one of those with --model, or load the model on the server."
+                f"{', '.join(names) or 'none'}). Choose one of those, or load the model on the server.",
+                setting="model",
             )
 
     def chat(self, prompt: str, seed: int | None = None) -> str:
@@ -295,20 +469,16 @@ class OpenAIJudge:
             "temperature": self.temperature,
             "seed": self.seed if seed is None else seed,
         }
-        try:
-            with _open(f"{self.url}/v1/chat/completions", payload, self.timeout, self._headers()) as response:
-                body = response.read().decode("utf-8")
-        except urllib.error.HTTPError as exc:
-            detail = _short(exc.read().decode("utf-8", "replace"))
-            raise JudgeError(f"{self.url}/v1/chat/completions answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise self._unreachable(exc) from None
+        return self._request("/v1/chat/completions", payload, self._read, self._headers())
+
+    def _read(self, response) -> str:
+        body = response.read().decode("utf-8", "replace")
         try:
             return json.loads(body)["choices"][0]["message"]["content"] or ""
         except (json.JSONDecodeError, KeyError, IndexError, TypeError):
             raise JudgeError(
                 f"{self.url}/v1/chat/completions sent an answer without choices[0].message.content: "
-                f"{_short(body)!r}. Is this an OpenAI-compatible server?"
+                f"{_short(body)!r}. Is this an OpenAI-compatible server?", setting="backend",
             ) from None
 
 
@@ -321,6 +491,93 @@ def make_judge(backend: str = "ollama", model: str = "llama3", url: str = DEFAUL
         kwargs.pop("stream", None)
         return OpenAIJudge(model=model, url=url, **kwargs)
     raise ValueError(f"Unknown judge backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+
+
+# --------------------------------------------------------------------------- a local (weak) judge
+
+
+def make_yes_no_prompt(entry: dict, json_key: str = "model_response") -> str:
+    """Return a yes/no question for a small judge: is `entry[json_key]` a correct answer, given `entry["output"]`?"""
+    task = entry["instruction"] + (f"\n{entry['input']}" if entry.get("input") else "")
+    return (
+        "Here is a task, a correct answer and a student's answer.\n\n"
+        f"Task: {task}\n\nCorrect answer: {entry['output']}\n\nStudent's answer: {entry[json_key]}\n\n"
+        "Is the student's answer correct? Answer with Yes or No."
+    )
+
+
+class LocalJudge:
+    """A small instruction-tuned model on this computer as the judge: no server, no network -- a WEAK judge.
+
+    Small models rarely answer "give a score from 0 to 100" with a usable number, so
+    this judge asks a yes/no question (`make_yes_no_prompt`) and reads the model's
+    next-token probabilities instead of sampling: score = 100 * P(Yes) / (P(Yes) + P(No)),
+    where P(Yes) adds up the tokens "Yes", " Yes", "yes", " yes" (the same for No).
+    Deterministic, always a number, one forward pass per entry. A 135M-parameter model
+    is far weaker than the book's 8B judge: check it on answers you know are right and
+    wrong before reading anything into its scores.
+    """
+
+    weak = True
+
+    def __init__(self, weights: str = "smollm2-135m-instruct", models_root: str | os.PathLike | None = None,
+                 device: str = "cpu", seed: int = 123, base=None):
+        self.weights, self.models_root, self.device, self.seed = str(weights), models_root, device, seed
+        self.base = base  # a buildllm.pretrained.BaseModel already loaded, or None to load `weights` on preflight
+        self._yes_no: tuple[list[int], list[int]] | None = None
+
+    @property
+    def description(self) -> str:
+        """One line for people."""
+        return f"{self.weights} on this computer (a weak judge: yes/no probability, not a 0-100 grade)"
+
+    def preflight(self, timeout: float | None = None) -> None:
+        """Load the model (once); raise JudgeUnavailableError if it cannot be loaded or was never instruction-tuned."""
+        from .pretrained import load_base_model
+        from .sources import WeightsError
+
+        if self.base is None:
+            try:
+                self.base = load_base_model(self.weights, models_root=self.models_root, device=self.device)
+            except WeightsError as exc:
+                raise JudgeUnavailableError(f"The local judge {self.weights!r} cannot be loaded: {exc}",
+                                            setting="model") from None
+        if self.base.chat_format is None:
+            raise JudgeUnavailableError(
+                f"{self.base.description} was never instruction-tuned, so it cannot answer a question; use an "
+                f"instruction-tuned model (smollm2-135m-instruct) as the local judge.", setting="model")
+        self.base.model.eval()
+        tokenizer = self.base.tokenizer
+        yes = {tokenizer.encode(word)[0] for word in ("Yes", " Yes", "yes", " yes")}
+        no = {tokenizer.encode(word)[0] for word in ("No", " No", "no", " no")}
+        self._yes_no = (sorted(yes), sorted(no))
+
+    def make_prompt(self, entry: dict, json_key: str = "model_response") -> str:
+        """The question this judge is asked about one entry (see `make_yes_no_prompt`)."""
+        return make_yes_no_prompt(entry, json_key)
+
+    def probability_yes(self, question: str) -> float:
+        """P(Yes) / (P(Yes) + P(No)) for the first token of the model's answer to `question`."""
+        import torch
+
+        if self._yes_no is None:
+            self.preflight()
+        text, _ = self.base.chat_prompt([(question, None)])
+        ids = self.base.tokenizer.encode(text, allowed_special="all")
+        context = self.base.model.cfg["context_length"]
+        if len(ids) > context:
+            raise JudgeError(f"The question has {len(ids)} tokens, more than the judge's context of {context}; "
+                             f"the entry is too long for this judge.")
+        device = next(self.base.model.parameters()).device
+        with torch.no_grad():
+            logits = self.base.model(torch.tensor([ids], device=device))[0, -1]  # (vocab_size,)
+        probs = torch.softmax(logits.float(), dim=-1)
+        yes, no = (float(probs[ids_].sum()) for ids_ in self._yes_no)
+        return yes / (yes + no) if yes + no > 0 else 0.5
+
+    def chat(self, prompt: str, seed: int | None = None) -> str:
+        """Answer `prompt` (a yes/no question) with the score as text, e.g. "73" (what `parse_score` reads)."""
+        return str(int(100 * self.probability_yes(prompt) + 0.5))
 
 
 # --------------------------------------------------------------------------- parsing and scoring
@@ -418,16 +675,28 @@ def score_entries(
     retries: int = 2,
     progress: bool = True,
     on_item: Callable[[ItemScore, dict], None] | None = None,
+    done: Mapping[int, ItemScore] | None = None,
 ) -> ScoreReport:
-    """Ask `judge` to grade each entry's `json_key` (up to 1 + `retries` tries each) and return a ScoreReport."""
+    """Ask `judge` to grade each entry's `json_key` (up to 1 + `retries` tries each) and return a ScoreReport.
+
+    Entries whose index is in `done` (scores from an earlier, interrupted run) are
+    not asked again; their items go into the report as they are. `on_item(item, entry)`
+    is called after each new score, e.g. to save it at once. A judge may bring its own
+    question (a ``make_prompt(entry, json_key)`` method); otherwise it gets
+    `make_scoring_prompt`.
+    """
     from tqdm import tqdm
 
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}.")
     validate_entries(list(entries), required=("instruction", "output", json_key))
+    done = dict(done or {})
+    make_prompt = getattr(judge, "make_prompt", None) or make_scoring_prompt
     items = []
-    for index, entry in enumerate(tqdm(entries, desc="Scoring entries", disable=not progress)):
-        prompt = make_scoring_prompt(entry, json_key)
+    todo = [(i, e) for i, e in enumerate(entries) if i not in done]
+    for index, entry in tqdm(todo, desc="Scoring entries", disable=not progress, initial=len(entries) - len(todo),
+                             total=len(entries)):
+        prompt = make_prompt(entry, json_key)
         item = ItemScore(index, None, "not_a_number")
         for attempt in range(retries + 1):
             # A retry repeats the request with a firmer reminder and another seed (temperature 0 alone
@@ -440,7 +709,8 @@ def score_entries(
         items.append(item)
         if on_item is not None:
             on_item(item, entry)
-    return ScoreReport(items)
+    items += [item for index, item in done.items() if index < len(entries)]
+    return ScoreReport(sorted(items, key=lambda item: item.index))
 
 
 # --------------------------------------------------------------------------- offline metrics

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
-
-from conftest import REPO, run_script
+from conftest import REPO, load_script, run_script
 from test_judge import FakeJudgeServer, free_port_url
 
 FINETUNE = str(REPO / "ch07" / "gpt_instruction_finetuning.py")
@@ -118,6 +122,25 @@ def test_bad_settings_are_rejected():
 # --------------------------------------------------------------------------- ollama_evaluate.py
 
 
+def write_entries(path, n):
+    """`n` entries whose response names its index ("response 7"), so a fake judge can score each one by content."""
+    entries = [{"instruction": f"Task {i}.", "input": "", "output": f"reference {i}", "model_response": f"response {i}"}
+               for i in range(n)]
+    path.write_text(json.dumps(entries), encoding="utf-8")
+    return path
+
+
+def score_by_content(body):
+    """The fake judge's answer: the index named in the response, so entry i must end up with score i."""
+    prompt = body["messages"][0]["content"]
+    return prompt.split("The assistant's answer:\nresponse ", 1)[1].split("\n", 1)[0]
+
+
+def saved_scores(path):
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return saved, {e["index"]: e["judge_score"] for e in saved["entries"]}
+
+
 def test_evaluate_against_fake_ollama(tiny_run, tmp_path):
     out, _ = tiny_run
     scores = tmp_path / "scores.json"
@@ -126,9 +149,11 @@ def test_evaluate_against_fake_ollama(tiny_run, tmp_path):
                            "--url", server.url, "--output", str(scores)])
     assert "Offline metrics on 4 responses" in proc.stdout
     assert "Entry 0: score 80" in proc.stdout and "Entry 2: score 40" in proc.stdout
-    assert "Average judge score: 50.00 over 4 of 4 entries" in proc.stdout
+    assert "Average judge score: 50.00 over 4 of 4 entries" in proc.stdout and "weak" not in proc.stdout.lower()
     saved = json.loads(scores.read_text(encoding="utf-8"))
-    assert saved["average"] == 50.0 and [e["judge_score"] for e in saved["entries"]] == [80, 60, 40, 20]
+    assert saved["complete"] is True and saved["average"] == 50.0 and saved["weak_judge"] is False
+    assert [e["judge_score"] for e in saved["entries"]] == [80, 60, 40, 20]
+    assert saved["entries"][2]["judge_answers"] == ["Score: 40"] and saved["offline_metrics"]["n"] == 4
 
 
 def test_evaluate_counts_answers_that_are_not_numbers(tiny_run):
@@ -148,7 +173,8 @@ def test_evaluate_judge_unreachable_still_prints_offline_metrics(tiny_run):
                        "--url", free_port_url(), "--timeout", "5"], check=False)
     assert proc.returncode == 1
     assert "Offline metrics on 4 responses" in proc.stdout
-    assert "ollama serve" in proc.stderr and "Traceback" not in proc.stderr
+    assert "ollama serve" in proc.stderr and "change the server's address: --url" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_evaluate_model_not_pulled(tiny_run):
@@ -156,7 +182,7 @@ def test_evaluate_model_not_pulled(tiny_run):
     with FakeJudgeServer(models=["mistral:latest"]) as server:
         proc = run_script([EVALUATE, "--file", str(out / "instruction-data-with-response.json"),
                            "--url", server.url], check=False)
-    assert proc.returncode == 1 and "ollama pull llama3" in proc.stderr
+    assert proc.returncode == 1 and "ollama pull llama3" in proc.stderr and "--model" in proc.stderr
 
 
 def test_evaluate_file_without_responses_names_entry(tmp_path):
@@ -164,6 +190,162 @@ def test_evaluate_file_without_responses_names_entry(tmp_path):
     path.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}]), encoding="utf-8")
     proc = run_script([EVALUATE, "--file", str(path)], check=False)
     assert proc.returncode == 2 and "Entry 0 has no 'model_response' field" in proc.stderr
+
+
+# Fault injection: every case ends with a clear message, exit status 1 or 2, and no score lost.
+# Most run the script's main() in this process (a subprocess costs a Python start-up each); kill -9 needs one.
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def evaluate(capsys):
+    """evaluate([...], check=True) -> Result: ollama_evaluate.main in this process, output captured."""
+    module = load_script(EVALUATE, "ollama_evaluate")
+
+    def call(args, check=True):
+        capsys.readouterr()
+        code = module.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        if check:
+            assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+        return Result(code, out, err)
+
+    return call
+
+
+def test_fault_unwritable_output_is_refused_before_the_first_request(tmp_path, evaluate):
+    entries = write_entries(tmp_path / "r.json", 3)
+    (tmp_path / "a-file").write_text("x")
+    with FakeJudgeServer() as server:
+        proc = evaluate(["--file", str(entries), "--url", server.url,
+                           "--output", str(tmp_path / "a-file" / "scores.json")], check=False)
+    assert proc.returncode == 2 and "--output: Cannot write to" in proc.stderr and "Traceback" not in proc.stderr
+    assert server.requests == []  # nothing was asked (and so nothing scored and lost)
+
+
+def test_fault_existing_output_is_never_overwritten_silently(tmp_path, evaluate):
+    entries = write_entries(tmp_path / "r.json", 3)
+    scores = tmp_path / "scores.json"
+    scores.write_text('{"earlier": "run"}', encoding="utf-8")
+    with FakeJudgeServer() as server:
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores)],
+                          check=False)
+        assert proc.returncode == 2 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+        assert scores.read_text(encoding="utf-8") == '{"earlier": "run"}' and server.requests == []
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores),
+                           "--resume"], check=False)
+        assert proc.returncode == 2 and "not a scores file written by this script" in proc.stderr
+        evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores), "--overwrite"])
+    assert json.loads(scores.read_text(encoding="utf-8"))["complete"] is True
+
+
+def test_fault_connection_resets_are_retried_and_every_score_kept(tmp_path, evaluate):
+    entries = write_entries(tmp_path / "r.json", 4)
+    scores = tmp_path / "scores.json"
+    with FakeJudgeServer(mode="reset", faults=2, fault_after=1, answer_for=score_by_content) as server:
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores),
+                           "--backoff", "0.01"])
+    assert len(server.requests) == 6  # 4 entries + 2 resets retried
+    saved, by_index = saved_scores(scores)
+    assert saved["complete"] and by_index == {0: 0, 1: 1, 2: 2, 3: 3}
+    assert "Average judge score: 1.50 over 4 of 4" in proc.stdout
+
+
+@pytest.mark.parametrize("mode, flag", [("reset", None), ("drip_body", "--timeout"), ("garbage", "--backend")])
+def test_fault_judge_fails_mid_run_then_resume_loses_nothing(tmp_path, mode, flag, evaluate):
+    """Two entries scored, then the server resets every connection / drips bytes / sends HTML: exit 1 with the
+    reason; the two scores are on disk; --resume against a working server asks only for the other three."""
+    entries = write_entries(tmp_path / "r.json", 5)
+    scores = tmp_path / "scores.json"
+    with FakeJudgeServer(mode=mode, fault_after=2, delay=0.2, answer_for=score_by_content) as server:
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores),
+                           "--timeout", "1", "--connection-retries", "1", "--backoff", "0.01"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "The 2 entries scored so far are saved" in proc.stderr and "--resume" in proc.stderr
+    if flag:
+        assert flag in proc.stderr
+    saved, by_index = saved_scores(scores)
+    assert saved["complete"] is False and by_index == {0: 0, 1: 1}
+    with FakeJudgeServer(answer_for=score_by_content) as server:
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores),
+                           "--resume"])
+    assert len(server.requests) == 3 and "2 of 5 entries already scored" in proc.stdout
+    saved, by_index = saved_scores(scores)
+    assert saved["complete"] and by_index == {i: i for i in range(5)} and saved["average"] == 2.0
+
+
+def test_fault_resume_refuses_another_judge_or_other_entries(tmp_path, evaluate):
+    entries = write_entries(tmp_path / "r.json", 3)
+    scores = tmp_path / "scores.json"
+    with FakeJudgeServer(answer_for=score_by_content) as server:
+        evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores)])
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores),
+                           "--resume", "--model", "llama3:latest"], check=False)
+        assert proc.returncode == 2 and "scored by another judge" in proc.stderr
+        proc = evaluate(["--file", str(entries), "--url", server.url, "--output", str(scores),
+                           "--resume", "--limit", "2"], check=False)
+        assert proc.returncode == 2 and "scores for other entries" in proc.stderr
+
+
+def test_fault_kill_9_while_scoring_and_writing_loses_nothing(tmp_path):
+    """kill -9 three times while scores are being written (the file is rewritten after every entry);
+    each time the file is complete JSON holding only correct scores, and --resume finishes the job."""
+    n = 60
+    entries = write_entries(tmp_path / "r.json", n)
+    scores = tmp_path / "scores.json"
+    args = [sys.executable, EVALUATE, "--file", str(entries), "--output", str(scores)]
+    kept = 0
+    with FakeJudgeServer(mode="slow", delay=0.02, answer_for=score_by_content) as server:
+        for round_ in range(3):
+            proc = subprocess.Popen([*args, "--url", server.url, *(["--resume"] if round_ else [])],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if len(json.loads(scores.read_text(encoding="utf-8"))["entries"]) >= kept + 5:
+                        break
+                except (OSError, ValueError):
+                    pass  # not written yet
+                time.sleep(0.005)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            saved, by_index = saved_scores(scores)  # always parses: never half-written
+            assert saved["complete"] is False and by_index == {i: i for i in by_index}
+            assert len(by_index) >= kept + 5
+            kept = len(by_index)
+        requests_before = len(server.requests)
+        proc = run_script([EVALUATE, "--file", str(entries), "--output", str(scores), "--url", server.url,
+                           "--resume"])
+    saved, by_index = saved_scores(scores)
+    assert saved["complete"] and by_index == {i: i for i in range(n)}
+    assert len(server.requests) - requests_before == n - kept  # only the missing entries were asked again
+    assert list(tmp_path.glob(".scores.json.*")) == []  # temporary files of killed writes are cleaned up
+
+
+def test_evaluate_with_the_local_weak_judge(tmp_path, evaluate):
+    """--judge PATH: a model file on this computer judges (a random instruction-tuned stand-in here)."""
+    import torch
+
+    from buildllm.checkpoints import save_model
+    from buildllm.model import GPT_CONFIG_124M, GPTModel
+
+    torch.manual_seed(0)
+    model_file = tmp_path / "judge.pth"
+    save_model(GPTModel({**GPT_CONFIG_124M, "emb_dim": 16, "n_layers": 1, "n_heads": 2, "context_length": 256}),
+               model_file, meta={"task": "instruction-tuned model", "tokenizer": "gpt2", "prompt_style": "alpaca"})
+    entries = write_entries(tmp_path / "r.json", 3)
+    proc = evaluate(["--file", str(entries), "--judge", str(model_file),
+                       "--output", str(tmp_path / "scores.json"), "--url", free_port_url()])
+    assert "a weak judge" in proc.stdout and "Caution: a weak judge" in proc.stdout
+    assert "Weak judge -- Average judge score:" in proc.stdout and "over 3 of 3 entries" in proc.stdout
+    saved = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
+    assert saved["weak_judge"] is True and all(0 <= e["judge_score"] <= 100 for e in saved["entries"])
+    proc = evaluate(["--file", str(entries), "--judge", str(tmp_path / "nope.pth")], check=False)
+    assert proc.returncode == 1 and "cannot be loaded" in proc.stderr and "--judge" in proc.stderr
 
 
 # --------------------------------------------------------------------------- chat.py and gpt_download.py

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import torch
 
 from buildllm.judge import (
+    JudgeConnectionError,
     JudgeError,
     JudgeTimeoutError,
     JudgeUnavailableError,
+    LocalJudge,
     OllamaJudge,
     OpenAIJudge,
     exact_match,
@@ -21,6 +28,7 @@ from buildllm.judge import (
     lcs_length,
     make_judge,
     make_scoring_prompt,
+    make_yes_no_prompt,
     normalize_tokens,
     offline_metrics,
     parse_score,
@@ -35,12 +43,22 @@ class FakeJudgeServer:
 
     `answers` are returned in order (the last one repeats). Modes: "ok"; "not_ollama" (an unrelated
     web server on the port); "slow" (answers only after `delay` s); "stall" (streams a first piece,
-    then stops for `delay` s); "garbage_wire" (chat body is not JSON).
+    then stops for `delay` s); "garbage_wire" (chat body is not JSON). Faults on the chat endpoint,
+    for the first `faults` requests (None: all of them): "reset" (the connection is reset after the
+    request was read); "cut_stream" (one streamed piece, then the connection closes); "drip_headers",
+    "drip_body" (the answer, one byte every `delay` s: each read is quick, the whole answer is not);
+    "drip_stream" (a streamed piece every `delay` s, never "done"); "garbage" (an HTML page). Faults
+    start after `fault_after` good answers. `answer_for(request body)`, if given, picks each answer.
     """
 
-    def __init__(self, answers=("85",), models=("llama3:latest",), mode="ok", delay=3.0):
+    FAULTS = ("reset", "cut_stream", "drip_headers", "drip_body", "drip_stream", "garbage")
+
+    def __init__(self, answers=("85",), models=("llama3:latest",), mode="ok", delay=3.0, faults=None,
+                 fault_after=0, answer_for=None):
         self.answers, self.models, self.mode, self.delay = list(answers), list(models), mode, delay
+        self.faults, self.fault_after, self.answer_for = faults, fault_after, answer_for
         self.requests: list[dict] = []
+        self.faulted = 0
         self.stop = threading.Event()
         fake = self
 
@@ -66,10 +84,53 @@ class FakeJudgeServer:
                                                                         for m in fake.models]})
                 return self._send(200, "Ollama is running", "text/plain")
 
+            def _fault(self, body, answer):
+                """Misbehave as `fake.mode` says; the client may hang up at any point."""
+                try:
+                    if fake.mode == "reset":  # RST instead of an answer
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        self.connection.close()
+                        return
+                    if fake.mode == "garbage":
+                        return self._send(200, "<html><body>Welcome to nginx!</body></html>", "text/html")
+                    if fake.mode in ("cut_stream", "drip_stream"):
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n")
+                        chunk = {"model": body["model"], "message": {"role": "assistant", "content": "1"},
+                                 "done": False}
+                        while True:
+                            self.wfile.write((json.dumps(chunk) + "\n").encode())
+                            self.wfile.flush()
+                            if fake.mode == "cut_stream" or fake.stop.wait(fake.delay):
+                                self.close_connection = True
+                                return
+                    data = json.dumps({"model": body["model"], "done": True,
+                                       "message": {"role": "assistant", "content": answer}}).encode()
+                    head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: {len(data)}\r\n\r\n").encode()
+                    dripped = head if fake.mode == "drip_headers" else head + data
+                    if fake.mode == "drip_body":
+                        self.wfile.write(head)
+                        dripped = data
+                    for i in range(len(dripped)):
+                        self.wfile.write(dripped[i:i + 1])
+                        self.wfile.flush()
+                        if fake.stop.wait(fake.delay):
+                            return
+                    if fake.mode == "drip_headers":
+                        self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (deadline): that is the point
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append({"path": self.path, **body})
                 answer = fake.answers[min(len(fake.requests) - 1, len(fake.answers) - 1)]
+                if fake.answer_for is not None:
+                    answer = fake.answer_for(body)
+                if (fake.mode in fake.FAULTS and len(fake.requests) > fake.fault_after
+                        and (fake.faults is None or fake.faulted < fake.faults)):
+                    fake.faulted += 1
+                    return self._fault(body, answer)
                 if fake.mode == "slow":
                     fake.stop.wait(fake.delay)
                 if self.path == "/v1/chat/completions":
@@ -181,22 +242,77 @@ def test_preflight_port_used_by_another_program():
     with FakeJudgeServer(mode="not_ollama") as server:
         with pytest.raises(JudgeUnavailableError, match="it is not Ollama") as info:
             OllamaJudge("llama3", server.url, timeout=5).preflight()
-    assert "HTTP 404" in str(info.value) and "--url" in str(info.value)
+    assert "HTTP 404" in str(info.value) and info.value.setting == "url"
 
 
 def test_slow_server_times_out_with_clear_error():
     with FakeJudgeServer(mode="slow", delay=5) as server:
         judge = OllamaJudge("llama3", server.url, timeout=0.3)
         start = time.monotonic()
-        with pytest.raises(JudgeTimeoutError, match="did not answer within 0.3 s"):
+        with pytest.raises(JudgeTimeoutError, match="did not finish its answer within 0.3 s") as info:
             judge.chat("x")
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 3 and info.value.setting == "timeout"
 
 
 def test_stalled_stream_times_out():
     with FakeJudgeServer(answers=["8 5"], mode="stall", delay=5) as server:
-        with pytest.raises(JudgeTimeoutError, match="--timeout"):
+        with pytest.raises(JudgeTimeoutError, match="within 0.3 s"):
             OllamaJudge("llama3", server.url, timeout=0.3).chat("x")
+
+
+# --------------------------------------------------------------------------- faults: nothing hangs, breaks retried
+
+
+def test_reset_connections_are_retried_with_backoff():
+    with FakeJudgeServer(answers=["70"], mode="reset", faults=2) as server:
+        judge = OllamaJudge("llama3", server.url, timeout=5, backoff=0.05)
+        start = time.monotonic()
+        assert judge.chat("x") == "70"
+    assert len(server.requests) == 3  # two resets, then the answer
+    assert time.monotonic() - start >= 0.05 + 0.1  # paused 1x, then 2x the base before retrying
+
+
+def test_a_server_that_keeps_resetting_is_a_clear_error():
+    with FakeJudgeServer(mode="reset") as server:
+        judge = OllamaJudge("llama3", server.url, timeout=5, connection_retries=2, backoff=0.01)
+        with pytest.raises(JudgeConnectionError, match=r"broke off .*Gave up after 3 attempt\(s\)"):
+            judge.chat("x")
+    assert len(server.requests) == 3
+
+
+def test_a_stream_cut_short_is_retried():
+    with FakeJudgeServer(answers=["64"], mode="cut_stream", faults=1) as server:
+        assert OllamaJudge("llama3", server.url, timeout=5, backoff=0.01).chat("x") == "64"
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("mode, stream", [("drip_headers", False), ("drip_body", False), ("drip_stream", True)])
+def test_a_server_sending_bytes_slowly_hits_the_total_deadline(mode, stream):
+    """Each byte comes within the socket timeout, so only a total deadline ends the request."""
+    with FakeJudgeServer(mode=mode, delay=0.05) as server:
+        judge = OllamaJudge("llama3", server.url, timeout=0.5, stream=stream)
+        start = time.monotonic()
+        with pytest.raises(JudgeTimeoutError, match="did not finish its answer within 0.5 s"):
+            judge.chat("x")
+        assert time.monotonic() - start < 2.0
+    assert len(server.requests) == 1  # a timeout is not retried
+
+
+def test_openai_backend_retries_and_deadline():
+    with FakeJudgeServer(answers=["55"], models=["m"], mode="reset", faults=1) as server:
+        assert OpenAIJudge("m", server.url, timeout=5, backoff=0.01).chat("x") == "55"
+    assert len(server.requests) == 2
+    with FakeJudgeServer(models=["m"], mode="slow", delay=5) as server, \
+            pytest.raises(JudgeTimeoutError, match="within 0.3 s"):
+        OpenAIJudge("m", server.url, timeout=0.3).chat("x")
+
+
+def test_library_messages_name_no_command_line_flag():
+    """The scripts add their flags (see ch07/ollama_evaluate.py); the library speaks of settings."""
+    import buildllm.judge as judge_module
+
+    source = Path(judge_module.__file__).read_text(encoding="utf-8")
+    assert re.findall(r"--[a-z][a-z-]+", source) == []
 
 
 def test_non_json_wire_format_is_a_clear_error():
@@ -297,6 +413,72 @@ def test_score_entries_needs_the_response_key():
 def test_score_entries_stops_when_the_judge_goes_away():
     with pytest.raises(JudgeUnavailableError, match="ollama serve"):
         score_entries(OllamaJudge("llama3", free_port_url(), timeout=2), [ENTRY], progress=False)
+
+
+def test_score_entries_skips_entries_already_scored():
+    from buildllm.judge import ItemScore
+
+    entries = [ENTRY, {**ENTRY, "model_response": "b"}, {**ENTRY, "model_response": "c"}]
+    earlier = {0: ItemScore(0, 90, "ok", ["90"]), 2: ItemScore(2, None, "not_a_number", ["?", "?", "?"])}
+    with FakeJudgeServer(answers=["40"]) as server:
+        seen = []
+        report = score_entries(OllamaJudge("llama3", server.url, timeout=5), entries, progress=False,
+                               done=earlier, on_item=lambda item, e: seen.append(item.index))
+    assert len(server.requests) == 1 and seen == [1]
+    assert [(i.index, i.score) for i in report.items] == [(0, 90), (1, 40), (2, None)]
+
+
+# --------------------------------------------------------------------------- the local (weak) judge
+
+
+class YesNoModel(torch.nn.Module):
+    """A stand-in model whose next token is "Yes" when the prompt holds `marker`, else "No"."""
+
+    def __init__(self, tokenizer, marker="lightning."):
+        super().__init__()
+        self.cfg = {"context_length": 1024}
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.tokenizer, self.marker = tokenizer, marker
+        self.yes, self.no = tokenizer.encode(" Yes")[0], tokenizer.encode(" No")[0]
+
+    def forward(self, idx, kv_cache=None):
+        logits = torch.zeros(idx.shape[0], idx.shape[1], self.tokenizer.n_vocab)
+        text = self.tokenizer.decode(idx[0].tolist())
+        favoured = self.yes if f"Student's answer: {self.marker}" in text else self.no
+        logits[..., favoured] = 3.0  # e^3 / (e^3 + 1): about 95% of the yes/no mass
+        return logits
+
+
+def local_judge(model=None, meta=None):
+    from buildllm.pretrained import BaseModel
+    from buildllm.tokenizer import get_gpt2_tokenizer
+
+    tokenizer = get_gpt2_tokenizer()
+    base = BaseModel(model or YesNoModel(tokenizer, "The car is as fast as lightning."), tokenizer, "stand-in",
+                     "a stand-in model", meta or {"tokenizer": "gpt2", "prompt_style": "alpaca"})
+    return LocalJudge("stand-in", base=base)
+
+
+def test_local_judge_scores_from_yes_no_probabilities():
+    judge = local_judge()
+    judge.preflight()
+    right = {**ENTRY, "model_response": "The car is as fast as lightning."}
+    report = score_entries(judge, [right, ENTRY], progress=False)
+    # Four distinct Yes tokens and four No tokens in GPT-2's vocabulary; one of them gets logit 3, the rest 0:
+    # P(Yes) / (P(Yes) + P(No)) = (e^3 + 3) / (e^3 + 3 + 4) = 0.852 -> 85 for the right answer, 15 for the other.
+    share = (math.exp(3) + 3) / (math.exp(3) + 7)
+    assert [item.score for item in report.items] == [round(100 * share), round(100 * (1 - share))] == [85, 15]
+    assert report.num_retries == 0 and judge.weak and "weak judge" in judge.description
+    assert make_yes_no_prompt(ENTRY).endswith("Answer with Yes or No.")
+
+
+def test_local_judge_refuses_a_model_that_cannot_answer():
+    judge = local_judge(meta={"tokenizer": "gpt2"})  # never instruction-tuned
+    with pytest.raises(JudgeUnavailableError, match="never instruction-tuned"):
+        judge.preflight()
+    with pytest.raises(JudgeUnavailableError, match="cannot be loaded") as info:
+        LocalJudge("/no/such/model.pth").preflight()
+    assert info.value.setting == "model"
 
 
 # --------------------------------------------------------------------------- offline metrics
