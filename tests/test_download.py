@@ -126,7 +126,8 @@ def fetch(urls, dest, **kwargs):
 
 
 def leftovers(folder) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    """The files in `folder`, without the download records (hidden ``.<name>.download.json``) beside them."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".download.json"))
 
 
 # --- verify_file --------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def test_verify_file(tmp_path):
     verify_file(path, PAYLOAD_SHA256, len(PAYLOAD))
     with pytest.raises(ChecksumError, match="has 300000 bytes, expected 300001: the file is truncated"):
         verify_file(path, PAYLOAD_SHA256, len(PAYLOAD) + 1)
-    with pytest.raises(ChecksumError, match="It was not used. Delete it and download it again"):
+    with pytest.raises(ChecksumError, match=r"It was not used \(and not deleted\). Delete it and download it again"):
         verify_file(path, "0" * 64, len(PAYLOAD))
 
 
@@ -173,7 +174,7 @@ def test_corrupt_body_never_becomes_the_file(server, tmp_path, no_sleep):
 
 def test_longer_body_than_expected_is_rejected(server, tmp_path, no_sleep):
     server.routes["/file"] = Route(PAYLOAD + b"extra")
-    with pytest.raises(DownloadError, match="sent more than the expected 300000 bytes"):
+    with pytest.raises(DownloadError, match="server offers 300005 bytes, expected 300000"):
         fetch(server.url("/file"), tmp_path / "file.bin", retries=1)
     assert leftovers(tmp_path) == []
 
@@ -264,13 +265,15 @@ def test_existing_valid_file_is_not_downloaded_again(server, tmp_path):
     assert server.requests == []
 
 
-def test_existing_corrupt_file_is_replaced(server, tmp_path):
+def test_existing_corrupt_file_is_reported_and_kept(server, tmp_path):
+    """A file this code did not download may be the user's own: it is reported, never deleted or replaced."""
     server.routes["/file"] = Route(PAYLOAD)
     dest = tmp_path / "file.bin"
     dest.write_bytes(PAYLOAD[:-1] + b"?")
-    fetch(server.url("/file"), dest)
-    assert dest.read_bytes() == PAYLOAD
-    assert server.paths() == ["/file"]
+    with pytest.raises(ChecksumError, match=r"not deleted\). Delete it and download it again"):
+        fetch(server.url("/file"), dest)
+    assert dest.read_bytes() == PAYLOAD[:-1] + b"?"
+    assert server.paths() == []
 
 
 def test_unreachable_server_says_where_to_put_the_file(tmp_path, no_sleep):

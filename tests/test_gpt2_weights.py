@@ -284,7 +284,11 @@ def test_openai_format_without_tensorflow_says_what_to_install(local_dir, monkey
 def test_download_and_load_openai_from_a_server(tmp_path, http_server, tiny_sizes, hf_weights):
     settings, state_dict = download_and_load_gpt2("124M", tmp_path / "models")
     assert settings["n_layer"] == LAYERS
-    assert sorted(p.name for p in (tmp_path / "models" / "gpt2" / "124M").iterdir()) == sorted(sources.OPENAI_FILES)
+    folder = tmp_path / "models" / "gpt2" / "124M"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(sources.OPENAI_FILES)
+    # Each file has its download record (size and SHA-256 of the verified download) beside it.
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == sorted(
+        f".{name}.download.json" for name in sources.OPENAI_FILES)
     for key, value in hf_weights.items():
         assert torch.equal(state_dict[key], value), key
 
@@ -292,7 +296,8 @@ def test_download_and_load_openai_from_a_server(tmp_path, http_server, tiny_size
 def test_download_and_load_safetensors_from_a_server(tmp_path, http_server, tiny_sizes, hf_weights):
     settings, state_dict = download_and_load_gpt2_safetensors("gpt2-small", tmp_path)
     assert settings == {"n_vocab": VOCAB, "n_ctx": CONTEXT, "n_embd": EMB, "n_head": 12, "n_layer": LAYERS}
-    assert [p.name for p in (tmp_path / "gpt2" / "124M").iterdir()] == ["model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "gpt2" / "124M").iterdir()) == [".model.safetensors.download.json",
+                                                                             "model.safetensors"]
     for key, value in hf_weights.items():
         assert torch.equal(state_dict[key], value), key
 
@@ -301,19 +306,30 @@ def test_truncated_openai_download_is_deleted_and_not_loaded(tmp_path, http_serv
     # The server's data file is shorter than the size we expect: a broken transfer.
     full = tiny_sizes["model.ckpt.data-00000-of-00001"]
     monkeypatch.setitem(sources.OPENAI_CHECKS["124M"], "model.ckpt.data-00000-of-00001", (full + 100, None))
-    with pytest.raises(WeightsUnavailableError, match=r"(?s)download failed.*truncated or corrupt"):
+    with pytest.raises(WeightsUnavailableError, match=r"(?s)download failed.*offers \d+ bytes, expected \d+: a truncated or different file"):
         download_and_load_gpt2("gpt2-small", tmp_path)
     names = {p.name for p in (tmp_path / "gpt2" / "124M").iterdir()}
     assert "model.ckpt.data-00000-of-00001" not in names
     assert not any(n.endswith(".part") for n in names)
 
 
-def test_truncated_local_file_is_replaced_by_a_good_download(tmp_path, http_server, tiny_sizes, hf_weights):
+def test_wrong_local_file_is_reported_and_kept(tmp_path, http_server, tiny_sizes):
+    """A file we did not download (no download record) may be the user's: reported, never replaced."""
     folder = tmp_path / "gpt2" / "124M"
     folder.mkdir(parents=True)
-    (folder / "model.ckpt.index").write_bytes(b"\0" * 10)  # a leftover of a broken copy
+    (folder / "model.ckpt.index").write_bytes(b"\0" * 10)
+    with pytest.raises(WeightsUnavailableError, match=r"model.ckpt.index \(present, but not the expected size"):
+        download_and_load_gpt2("gpt2-small", tmp_path)
+    assert (folder / "model.ckpt.index").read_bytes() == b"\0" * 10
+
+
+def test_damaged_download_is_replaced_by_a_good_one(tmp_path, http_server, tiny_sizes, hf_weights):
+    """A file whose download record shows we fetched it, damaged since, is downloaded again."""
+    download_and_load_gpt2("gpt2-small", tmp_path)
+    index = tmp_path / "gpt2" / "124M" / "model.ckpt.index"
+    index.write_bytes(b"\0" * 10)
     _, state_dict = download_and_load_gpt2("gpt2-small", tmp_path)
-    assert (folder / "model.ckpt.index").stat().st_size == tiny_sizes["model.ckpt.index"]
+    assert index.stat().st_size == tiny_sizes["model.ckpt.index"]
     assert torch.equal(state_dict["wte.weight"], hf_weights["wte.weight"])
 
 
