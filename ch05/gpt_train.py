@@ -4,12 +4,28 @@
     python ch05/gpt_train.py --data tinyshakespeare --epochs 2
     python ch05/gpt_train.py --emb-dim 64 --n-layers 2 --n-heads 2 --max-steps 20   # a quick tiny run
     python ch05/gpt_train.py --resume runs/ch05/checkpoint.pth  # continue where a run stopped
+    python ch05/gpt_train.py --config ch05/configs/tinyshakespeare-cpu.yaml   # settings from a YAML preset
+
+Settings from a file: --config FILE.yaml sets any option by its name with _ for -
+(``batch_size: 8``, ``fast: true``); options on the command line override the file
+(``--config FILE.yaml --epochs 1``; --no-fast, --no-compile ... undo a flag the file
+sets). Unknown keys and bad values are refused, naming the key and the file. Presets
+in ch05/configs/: the-verdict-book.yaml (the book's run, the same as no options),
+tinyshakespeare-cpu.yaml (a small model, minutes on a CPU), gpt2-124m-gpu.yaml
+(GPT-2 124M with every speed option). Every run saves the settings it used, after
+overrides, in --output-dir/run_config.yaml (a config file itself); --resume warns
+when the settings differ from the saved ones.
+
+Experiment tracking, both optional: --tensorboard DIR, and --wandb (Weights & Biases:
+--wandb-project, --wandb-run-name, --wandb-mode offline for no network and no login;
+the run lands in --output-dir/wandb/). Both get the same metrics: loss/train_step and
+lr every step, loss/train and loss/val at each evaluation.
 
 What the default run costs (measured on a 2-core CPU, see README): about 10 minutes,
 and 2.6 GB in --output-dir: model.pth (653 MB: config + weights, for gpt_generate.py
 --weights and for chapters 6-7) and checkpoint.pth (1.95 GB: weights + AdamW's two
 moment tensors + random states, for --resume). --no-checkpoint skips checkpoint.pth.
-Also written: loss.png / loss.pdf and metrics.json.
+Also written: loss.png / loss.pdf, metrics.json and run_config.yaml.
 
 An existing run in --output-dir is never overwritten silently: continue it with
 --resume, or replace it with --overwrite. Checkpoints are written at every epoch's
@@ -45,6 +61,7 @@ with --warmup-steps/--min-lr, --grad-clip.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -83,6 +100,14 @@ from buildllm.distributed import (  # noqa: E402
 )
 from buildllm.files import atomic_write_json, check_writable, remove_stale_temp_files  # noqa: E402
 from buildllm.model import GPT2_SIZES, GPTModel, count_parameters, get_gpt2_config  # noqa: E402
+from buildllm.run_config import (  # noqa: E402
+    add_config_argument,
+    config_differences,
+    effective_config,
+    parse_args_with_config,
+    read_saved_config,
+    save_run_config,
+)
 from buildllm.speed import (  # noqa: E402
     DTYPES,
     LR_SCHEDULES,
@@ -94,21 +119,28 @@ from buildllm.speed import (  # noqa: E402
     pad_vocab_size,
 )
 from buildllm.tokenizer import get_gpt2_tokenizer  # noqa: E402
+from buildllm.tracking import WANDB_MODES, log_to_all, start_wandb  # noqa: E402
 from buildllm.trainer import TrainingState, TrainRun, create_pretraining_dataloaders, train_model  # noqa: E402
 from buildllm.training import evaluate_model  # noqa: E402
 
 SCRIPT = "ch05/gpt_train.py"
-RUN_FILES = ("model.pth", "checkpoint.pth", "metrics.json")
+RUN_FILES = ("model.pth", "checkpoint.pth", "metrics.json", "run_config.yaml")
+RUN_CONFIG = "run_config.yaml"  # the settings a run used (config file + command line), saved with it
 # Settings that must not change between a run and its resumption (else it is not the same run).
 RESUME_SETTINGS = ("data", "seed", "batch_size", "train_ratio", "grad_accum_steps", "world_size")
+# Settings a resumed run may change without a warning: how long to train, where, and how to watch it.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "device", "output_dir", "checkpoint_every", "no_checkpoint",
+                     "tensorboard", "wandb", "wandb_project", "wandb_run_name", "wandb_mode")
 
 
 def build_parser():
     parser = make_parser(
         "Pretrain a GPT-2-style model (chapter 5). Defaults are the book's settings.",
         epilog="Several GPUs: torchrun --standalone --nproc_per_node=N ch05/gpt_train.py [flags]. --batch-size is "
-               "per process; --lr is not scaled for you (see the module docstring).",
+               "per process; --lr is not scaled for you (see the module docstring). Presets for --config: "
+               "ch05/configs/*.yaml.",
     )
+    add_config_argument(parser)
     parser.add_argument("--data", default="the-verdict",
                         help=f"a dataset name ({', '.join(list_datasets())}) or the path of a .txt file")
     parser.add_argument("--epochs", type=positive_int, default=10, help="number of epochs")
@@ -146,10 +178,18 @@ def build_parser():
                         help="never write checkpoint.pth (saves about 3x the model's size on disk; the run cannot "
                              "be resumed)")
     parser.add_argument("--tensorboard", metavar="DIR", help="also log losses for TensorBoard into DIR")
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=False,
+                        help="also log the same metrics and the run's settings to Weights & Biases (pip install "
+                             "wandb); the run's files go to --output-dir/wandb/")
+    parser.add_argument("--wandb-project", default="buildllm-ch05", help="Weights & Biases project")
+    parser.add_argument("--wandb-run-name", metavar="NAME", help="name of the run (default: one wandb makes up)")
+    parser.add_argument("--wandb-mode", choices=WANDB_MODES,
+                        help="offline: no network and no login, upload later with `wandb sync` (default: "
+                             "$WANDB_MODE, else online)")
     parser.add_argument("--max-steps", type=positive_int,
                         help="stop after this many optimizer steps in total (counting steps before a resume)")
     speed = parser.add_argument_group("faster training (all off by default: the book's behaviour)")
-    speed.add_argument("--fast", action="store_true",
+    speed.add_argument("--fast", action=argparse.BooleanOptionalAction, default=False,
                        help="fused kernels (scaled_dot_product_attention with one QKV product, F.layer_norm, "
                             "F.gelu): same parameters, same results within float error")
     speed.add_argument("--dtype", default="float32", choices=list(DTYPES),
@@ -158,13 +198,15 @@ def build_parser():
     speed.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                        help="compile the model with torch.compile (backend inductor, or e.g. aot_eager); "
                             "if it does not work here, train without it after a warning")
-    speed.add_argument("--fused-adamw", action="store_true",
+    speed.add_argument("--no-compile", dest="compile", action="store_const", const=None,
+                       help="do not compile (undoes compile: in a --config file)")
+    speed.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=False,
                        help="AdamW's fused kernel (CUDA; recent PyTorch also on CPU); the default AdamW with a "
                             "warning where unsupported")
-    speed.add_argument("--pad-vocab", action="store_true",
+    speed.add_argument("--pad-vocab", action=argparse.BooleanOptionalAction, default=False,
                        help="pad the vocabulary to a multiple of 64 (50257 -> 50304, faster matrix shapes); the "
                             "padding tokens are never predicted; model.pth records both sizes")
-    speed.add_argument("--tie-weights", action="store_true",
+    speed.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=False,
                        help="the output layer shares the token embedding matrix (GPT-2 as published: 38.6M fewer "
                             "parameters for gpt2-small)")
     speed.add_argument("--grad-accum-steps", type=positive_int, default=1,
@@ -289,6 +331,19 @@ def check_resume_settings(extra: dict, run_settings: dict) -> None:
               f"an uninterrupted one.".replace("--world-size", "processes (world size)"), file=sys.stderr)
 
 
+def check_resume_config(args) -> None:
+    """Warn (on stderr) about settings that differ from those saved with the run being resumed (its run_config.yaml)."""
+    saved_path = Path(args.resume).parent / RUN_CONFIG
+    saved = read_saved_config(saved_path)
+    if saved is None:  # a checkpoint copied without its folder, or from before run_config.yaml existed
+        return
+    changed = config_differences(saved, effective_config(args, build_parser()),
+                                 ignore=RESUME_SETTINGS + RESUME_MAY_CHANGE)  # RESUME_SETTINGS: checked above
+    if changed:
+        print(f"Warning: resuming with settings that differ from {saved_path} ({'; '.join(changed)}); the run will "
+              f"not match an uninterrupted one.", file=sys.stderr)
+
+
 def train(args, dist_info: DistInfo | None) -> int:
     """Everything after argument parsing and process-group setup: data, model, options, training, saving."""
     main_process = dist_info is None or dist_info.rank == 0
@@ -330,6 +385,7 @@ def train(args, dist_info: DistInfo | None) -> int:
             raise UserError(f"--resume: {exc}") from None
         if main_process:
             check_resume_settings(extra, run_settings)
+            check_resume_config(args)
             print(f"Resuming from {args.resume}: epoch {state.epoch + 1}, step {state.global_step}.")
             if state.epoch >= args.epochs:
                 print(f"That run already finished {state.epoch} epochs; pass a larger --epochs to train more.")
@@ -346,13 +402,22 @@ def train(args, dist_info: DistInfo | None) -> int:
         model = compile_model(model, example, backend=args.compile, amp_dtype=amp_dtype)
     if world_size > 1:
         model = wrap_ddp(model, device)
+    wandb_run = None
+    if main_process:
+        config_path = save_run_config(args, build_parser(), out_dir / RUN_CONFIG, SCRIPT)
+        print(f"Settings of this run saved in {config_path} (reuse them with --config).")
+        if args.wandb:
+            wandb_run = start_wandb(args.wandb_project, args.wandb_run_name, args.wandb_mode, out_dir,
+                                    config={**effective_config(args, build_parser()), "world_size": world_size,
+                                            "model": unwrap_model(model).cfg.to_dict()})
 
     run = TrainRun(
         device=device, num_epochs=args.epochs, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
         max_steps=args.max_steps, start_context=args.start_context, tokenizer=tokenizer,
         checkpoint_path=None if args.no_checkpoint else out_dir / "checkpoint.pth",
         checkpoint_every=args.checkpoint_every, checkpoint_extra=run_settings,
-        log_scalar=None if writer is None else writer.add_scalar, is_main_process=main_process,
+        log_scalar=log_to_all(writer and writer.add_scalar, wandb_run and wandb_run.log_scalar),
+        is_main_process=main_process,
         world_size=world_size, grad_accum_steps=args.grad_accum_steps, lr_schedule=lr_schedule,
         grad_clip=args.grad_clip, amp_dtype=amp_dtype,
     )
@@ -370,7 +435,12 @@ def train(args, dist_info: DistInfo | None) -> int:
         train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, args.eval_iter)
     final_losses = (all_reduce_mean(train_loss), all_reduce_mean(val_loss))  # every process takes part
     if main_process:
-        save_results(model, state, run, args, train_loader, wall_time, steps_before, tokens_before, final_losses)
+        metrics = save_results(model, state, run, args, train_loader, wall_time, steps_before, tokens_before,
+                               final_losses)
+        if wandb_run is not None:
+            wandb_run.finish(summary={key: metrics[key] for key in (
+                "final_train_loss", "final_val_loss", "global_steps", "tokens_seen", "wall_time_s", "tokens_per_s",
+                "num_parameters")})
     if writer is not None:
         writer.close()
     return 0
@@ -397,7 +467,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(run, build_parser().parse_args(argv))
+    return run_main(run, parse_args_with_config(build_parser(), argv))
 
 
 if __name__ == "__main__":
