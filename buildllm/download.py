@@ -120,15 +120,18 @@ def write_record(path: str | os.PathLike, size: int, sha256: str, url: str | Non
 
 def _check(path: Path, sha256: str | None, size: int | None, what: str) -> None:
     try:
-        actual_size = path.stat().st_size
-        if size is not None and actual_size != size:
-            raise ChecksumError(f"{path} has {actual_size} bytes, expected {size}{what}: the file is truncated or "
-                                f"corrupt.")
-        if sha256 is not None:
-            actual = sha256_of(path)
-            if actual != sha256:
-                raise ChecksumError(f"{path} has SHA-256 {actual}, expected {sha256}{what}: the file is corrupt or a "
-                                    f"different version.")
+        with open(path, "rb") as f:  # opened first: an unreadable file is reported as such, not as "0 bytes"
+            actual_size = os.fstat(f.fileno()).st_size
+            if size is not None and actual_size != size:
+                raise ChecksumError(f"{path} has {actual_size} bytes, expected {size}{what}: the file is truncated "
+                                    f"or corrupt.")
+            if sha256 is not None:
+                h = hashlib.sha256()
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    h.update(block)
+                if h.hexdigest() != sha256:
+                    raise ChecksumError(f"{path} has SHA-256 {h.hexdigest()}, expected {sha256}{what}: the file is "
+                                        f"corrupt or a different version.")
     except PermissionError:
         raise ChecksumError(f"Cannot read {path} to verify it: permission denied. Fix the file's permissions.") \
             from None
@@ -136,6 +139,8 @@ def _check(path: Path, sha256: str | None, size: int | None, what: str) -> None:
         raise ChecksumError(f"{path} is a folder, not a file.") from None
     except FileNotFoundError:
         raise ChecksumError(f"{path} does not exist.") from None
+    except OSError as exc:
+        raise ChecksumError(f"Cannot read {path} to verify it: {exc.strerror or exc}.") from None
 
 
 def verify_file(path: str | os.PathLike, sha256: str | None = None, size: int | None = None) -> None:
@@ -331,7 +336,8 @@ def _fetch_once(url: str, part: Path, timeout: float, min_rate: float, progress:
     finally:
         deadline.close()
     if deadline.expired:  # the watchdog fired between two reads: the end we saw may be an artefact of it
-        raise TimeoutError("the request's deadline passed before the transfer was complete")
+        raise TimeoutError(f"too slow: the server sent less than {min_rate / 1024:g} KiB/s on average (the "
+                           f"request's deadline passed; the bytes received are kept)")
     if expected is not None and received < expected:
         # The connection dropped: keep the .part file so that the next attempt resumes it.
         raise ConnectionError(f"connection closed after {received - start} of {expected - start} bytes")
