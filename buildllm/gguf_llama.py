@@ -183,6 +183,8 @@ def open_gguf(path: str | os.PathLike):
         raise GGUFError(f"No GGUF file at {path}.")
     try:
         return GGUFReader(path)
+    except PermissionError:
+        raise GGUFError(f"Cannot read {path}: permission denied. Fix the file's permissions.") from None
     except Exception as exc:  # the reader fails with ValueError, IndexError, struct/numpy errors ... on bad bytes
         raise GGUFError(
             f"{path} is not a readable GGUF file ({type(exc).__name__}: {str(exc)[:120]}). It is truncated, corrupt "
@@ -329,6 +331,10 @@ def read_llama_gguf(path: str | os.PathLike, reader=None) -> GGUFModel:
     if missing:
         raise GGUFError(f"{path} lacks {len(missing)} tensor(s) of its {cfg['n_layers']}-layer model, e.g. "
                         f"{missing[:3]}: the file is incomplete.")
+    extra = sorted(set(state_dict) - expected - {"lm_head.weight"})
+    if extra:
+        raise GGUFError(f"{path} holds {len(extra)} tensor(s) its {cfg['n_layers']}-layer metadata has no place for, "
+                        f"e.g. {extra[:3]}: the file is inconsistent. Delete it and fetch it again.")
     q_rows = state_dict["model.layers.0.self_attn.q_proj.weight"].shape[0]
     if q_rows != cfg["n_heads"] * head_dim:
         raise GGUFError(f"{path}: attn_q has {q_rows} rows, but the metadata says {cfg['n_heads']} heads of "

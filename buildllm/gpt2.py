@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .download import ChecksumError, DownloadError, download_file, reachable, verify_file
 from .model import GPT2_SIZES, GPTModel, get_gpt2_config, resolve_gpt2_size
-from .sources import GPT2_FOLDERS, RemoteFile, WeightsUnavailableError, gpt2_files, models_dir
+from .sources import GPT2_FOLDERS, RemoteFile, WeightsError, WeightsUnavailableError, gpt2_files, models_dir
 
 # Keys a GPT-2 state dict may hold that have no counterpart to load:
 # lm_head.weight is the same matrix as wte.weight (weight tying), and
@@ -156,6 +156,11 @@ def load_weights_into_gpt(gpt: GPTModel, state_dict: Mapping[str, Tensor]) -> GP
 # `buildllm.sources.gpt2_files`; they lie under `buildllm.sources.models_dir()`.
 
 SOURCES = ("auto", "openai", "huggingface")
+
+
+class WeightsMismatchError(WeightsError, ValueError):
+    """A weights file does not fit the model it should fill (a key missing or extra, a shape or head count off)."""
+
 DOWNLOAD_RETRIES = 3
 
 
@@ -185,8 +190,8 @@ def _unavailable_message(source: str, name: str, root: Path, missing: list[Remot
     lines = [
         f"GPT-2 weights {name} from {'OpenAI' if source == 'openai' else 'Hugging Face'} are not available: {reason}",
         f"Looked in: {folder} (the models folder; the environment variable BUILDLLM_MODELS_DIR changes it)",
-        "Missing: " + ", ".join(Path(f.relpath).name + (" (present, but not the expected size or checksum; left "
-                                                         "as it is: delete it to download it again)"
+        "Missing: " + ", ".join(Path(f.relpath).name + (" (present, but not the expected size or checksum, or "
+                                                         "unreadable; left as it is: delete it to download it again)"
                                                          if (root / f.relpath).exists() else "") for f in missing),
         f"To fix: on a machine with internet access, download them into its models folder and copy {folder} here; "
         f"or download these files by hand into {folder}:",
@@ -258,7 +263,17 @@ def load_openai_checkpoint(model_dir: str | Path) -> tuple[dict, dict[str, Tenso
     """Read an OpenAI GPT-2 folder (hparams.json + model.ckpt.*) into (settings, Hugging Face-format state dict)."""
     model_dir = Path(model_dir)
     tf = _import_tensorflow()
-    settings = json.loads((model_dir / "hparams.json").read_text(encoding="utf-8"))
+    hparams = model_dir / "hparams.json"
+    try:
+        settings = json.loads(hparams.read_text(encoding="utf-8"))
+        if not isinstance(settings, dict):
+            raise ValueError("not a JSON object")
+    except PermissionError:
+        raise WeightsUnavailableError(f"Cannot read {hparams.resolve()}: permission denied. Fix the file's permissions.") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise WeightsUnavailableError(f"{hparams.resolve()} is not GPT-2's hparams.json ({exc}). Delete it and download it "
+                           f"again.") from None
     try:
         reader = tf.train.load_checkpoint(str(model_dir / "model.ckpt"))
         state_dict = {}
@@ -269,9 +284,10 @@ def load_openai_checkpoint(model_dir: str | Path) -> tuple[dict, dict[str, Tenso
             if array.ndim == 3 and array.shape[0] == 1:
                 array = array[0]  # conv weights are (1, in, out): drop the leading 1 -> Conv1D layout (in, out)
             state_dict[openai_to_hf_name(tf_name)] = torch.from_numpy(array.copy())
-    except (tf.errors.OpError, ValueError) as exc:
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsUnavailableError(
-            f"Could not read the OpenAI checkpoint in {model_dir.resolve()}: {exc}\n"
+            f"Could not read the OpenAI checkpoint in {model_dir.resolve()}: {first}\n"
             f"A file is probably truncated or corrupt. Delete the folder and download the files again."
         ) from None
     return settings, state_dict
@@ -319,8 +335,13 @@ def download_and_load_gpt2_safetensors(
     """Download (if needed) and read Hugging Face's GPT-2 safetensors; return (settings, state dict). No TensorFlow."""
     name = resolve_gpt2_size(model_size)
     folder_path = download_gpt2_files(model_size, models_root, source="huggingface")
-    state_dict = load_safetensors_checkpoint(folder_path / "model.safetensors")
-    return settings_from_state_dict(state_dict, GPT2_SIZES[name]["n_heads"]), state_dict
+    path = folder_path / "model.safetensors"
+    state_dict = load_safetensors_checkpoint(path)
+    try:
+        return settings_from_state_dict(state_dict, GPT2_SIZES[name]["n_heads"]), state_dict
+    except (KeyError, ValueError) as exc:
+        raise WeightsMismatchError(f"{path.resolve()} does not hold GPT-2 weights (it lacks {exc}): it is damaged "
+                                   f"or another model. Delete it and download it again.") from None
 
 
 # --- One call for the chapters ------------------------------------------------
@@ -372,16 +393,25 @@ def load_pretrained_gpt(
             + "\n\n".join(problems)
         )
 
-    # OpenAI's hparams.json states the head count, which the weights' shapes cannot show.
-    if src == "openai" and settings["n_head"] != cfg["n_heads"]:
-        raise ValueError(
-            f"The checkpoint has n_head={settings['n_head']} but the config has n_heads={cfg['n_heads']}; "
-            f"build the model with the checkpoint's configuration."
-        )
-    weights = _strip_prefix(state_dict)
-    if cfg["context_length"] < weights["wpe.weight"].shape[0]:
-        # A shorter context only needs the first position embeddings.
-        weights["wpe.weight"] = weights["wpe.weight"][: cfg["context_length"]]
-    model = GPTModel(cfg)
-    load_weights_into_gpt(model, weights)
+    folder = gpt2_folder(name, models_root).resolve()
+    where = folder / "model.safetensors" if src == "huggingface" else folder
+    try:
+        # OpenAI's hparams.json states the head count, which the weights' shapes cannot show.
+        if src == "openai" and settings.get("n_head") != cfg["n_heads"]:
+            raise ValueError(f"its hparams.json has n_head={settings.get('n_head')} but the config has "
+                             f"n_heads={cfg['n_heads']}.")
+        weights = _strip_prefix(state_dict)
+        if "wpe.weight" not in weights:
+            raise KeyError("it has no position embedding 'wpe.weight'")
+        if cfg["context_length"] < weights["wpe.weight"].shape[0]:
+            # A shorter context only needs the first position embeddings.
+            weights["wpe.weight"] = weights["wpe.weight"][: cfg["context_length"]]
+        model = GPTModel(cfg)
+        load_weights_into_gpt(model, weights)
+    except (KeyError, ValueError) as exc:
+        reason = exc.args[0] if exc.args else type(exc).__name__
+        raise WeightsMismatchError(
+            f"{where} does not fit the model: {reason} If the file is GPT-2 {name} as published, it is damaged: "
+            f"delete it and download it again."
+        ) from None
     return model.to(device).eval()
