@@ -569,7 +569,11 @@ def _load_hf(name: str, root: Path, device, dtype: str) -> tuple[LlamaModel, Smo
         raise WeightsError(f"The Hugging Face files of {name} in {folder} cannot be read ({type(exc).__name__}: "
                            f"{exc}). Delete the folder and download them again.") from None
     model = build_empty_llama(cfg, device)
-    load_weights_into_llama(model, state_dict, assign=True)  # the tensors were read for this model only
+    try:
+        load_weights_into_llama(model, state_dict, assign=True)  # the tensors were read for this model only
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{folder / 'model.safetensors'} does not fit the model its config.json describes "
+                           f"({exc}). Delete the folder and download the files again.") from None
     model.weights_source = f"Hugging Face {SMOLLM2_HF_REPOS[name]} (safetensors, full precision)"
     return model.eval(), tokenizer
 
