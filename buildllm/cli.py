@@ -7,8 +7,10 @@
 - `make_parser`: an `argparse` parser whose ``--help`` shows every option's
   default once (write help texts without "(default: ...)").
 - Number types for ``type=``: `positive_int`, `nonnegative_int`, `positive_float`,
-  `nonnegative_float`, `open_fraction`, `probability`, `temperature`: nonsense
-  (negative sizes, NaN, infinity) is refused while the command line is parsed.
+  `nonnegative_float`, `open_fraction`, `probability`, `temperature`, `dropout_rate`,
+  `seed`, `port`: nonsense (negative sizes, NaN, infinity, a seed PyTorch refuses) is
+  refused while the command line is parsed. `check_max_new_tokens`, `check_output_paths`
+  and `read_text_file` check what needs more than the option itself, before long work.
 - `add_device_argument`: ``--device auto|cpu|cuda|cuda:N|mps`` for every script.
 - `add_weights_arguments` / `load_weights`: ``--weights NAME|PATH``, the models
   folder and the shape of a random model, read by `buildllm.pretrained.load_base_model`.
@@ -85,6 +87,43 @@ open_fraction = _number(float, lambda v: 0 < v < 1, "a number strictly between 0
 probability = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 temperature = _number(float, lambda v: 0 <= v <= 100, "a temperature between 0 (greedy) and 100")
 dropout_rate = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
+seed = _number(int, lambda v: 0 <= v < 2**32, "a seed from 0 to 4294967295")
+port = _number(int, lambda v: 1 <= v <= 65535, "a port number from 1 to 65535")
+
+
+def check_max_new_tokens(max_new_tokens: int, context_length: int, what: str = "the model") -> None:
+    """Raise `UserError` if --max-new-tokens asks for more tokens than `what` can see at once (its context)."""
+    if max_new_tokens > context_length:
+        raise UserError(f"--max-new-tokens {max_new_tokens} is more than the context of {what} ({context_length} "
+                        f"tokens): give at most {context_length}.")
+
+
+def check_output_paths(*paths: str | os.PathLike, flag: str = "--output-dir") -> None:
+    """Raise `UserError` (naming `flag`) unless every path can be written, before any long work starts."""
+    from .files import check_writable
+
+    for path in paths:
+        try:
+            check_writable(path)
+        except PermissionError as exc:
+            raise UserError(f"{flag}: {exc}") from None
+
+
+def read_text_file(path: str | os.PathLike, flag: str) -> str:
+    """The UTF-8 text of a file named by `flag`, or `UserError` saying why it cannot be read."""
+    path = Path(path).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{flag} {path}: no such file.") from None
+    except IsADirectoryError:
+        raise UserError(f"{flag} {path} is a folder; give a file.") from None
+    except PermissionError:
+        raise UserError(f"{flag} {path}: permission denied. Fix the file's permissions.") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{flag} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+    except OSError as exc:
+        raise UserError(f"{flag} {path} cannot be read: {exc.strerror or exc}.") from None
 
 
 # --- Device ---------------------------------------------------------------------------------------------
@@ -120,7 +159,7 @@ def add_ddp_toy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
     parser.add_argument("--batch-size", type=positive_int, default=2, help="batch size per process")
     parser.add_argument("--lr", type=positive_float, default=0.5, help="SGD learning rate")
-    parser.add_argument("--seed", type=int, default=123, help="random seed for weights and shuffling")
+    parser.add_argument("--seed", type=seed, default=123, help="random seed for weights and shuffling")
     parser.add_argument("--device", type=device_name, default="auto",
                         help="auto (one GPU per process when CUDA is available, else the CPU), cuda or cpu")
 
