@@ -34,7 +34,6 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -42,8 +41,9 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Self
 
+# One request, one total deadline: the watchdog and connection handlers the downloads use.
+from .download import _Deadline, _HTTPHandler, _HTTPSHandler
 from .instruction import format_input, validate_entries
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
@@ -102,85 +102,22 @@ def _is_loopback(url: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1")
 
 
-class _Deadline:
-    """A stopwatch for one request: when the time is up it shuts the request's sockets down.
-
-    A socket timeout bounds each read, not the whole answer: a server that sends one
-    byte a second would never trip it. Shutting the socket down from a timer thread
-    makes the blocked read return at once, wherever the request is (headers or body).
-    """
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> Self:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._timer.cancel()
-
-    def watch(self, sock: socket.socket) -> None:
-        """Shut `sock` down when the deadline passes (at once if it already has)."""
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shutdown(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
-
-
 def _opener(url: str, deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """An opener whose connections report their sockets to `deadline`; loopback addresses bypass any proxy."""
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self):
-            super().connect()
-            deadline.watch(self.sock)
-
-    class TLSConnection(http.client.HTTPSConnection):
-        def connect(self):
-            super().connect()
-            deadline.watch(self.sock)
-
-    class Handler(urllib.request.HTTPHandler):
-        def http_open(self, req):
-            return self.do_open(Connection, req)
-
-    class TLSHandler(urllib.request.HTTPSHandler):
-        def https_open(self, req):
-            return self.do_open(TLSConnection, req, context=self._context)
-
-    handlers: list = [Handler(), TLSHandler()]
+    """An opener whose connections hand their socket to `deadline` (see `buildllm.download`); loopback bypasses proxies."""
+    handlers: list = [_HTTPHandler(deadline), _HTTPSHandler(deadline)]
     if _is_loopback(url):
         handlers.append(urllib.request.ProxyHandler({}))
     return urllib.request.build_opener(*handlers)
 
 
-def _open(url: str, payload: dict | None, deadline: _Deadline, headers: dict | None = None):
-    """Open `url` (POST JSON if `payload`, else GET) under `deadline`."""
+def _open(url: str, payload: dict | None, timeout: float, deadline: _Deadline, headers: dict | None = None):
+    """Open `url` (POST JSON if `payload`, else GET); `deadline` cuts the connection when its time is up."""
     data = json.dumps(payload).encode("utf-8") if payload is not None else None
     request = urllib.request.Request(
         url, data=data, method="POST" if data is not None else "GET",
         headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
     )
-    return _opener(url, deadline).open(request, timeout=deadline.seconds)
+    return _opener(url, deadline).open(request, timeout=timeout)
 
 
 def _reason(exc: BaseException) -> BaseException:
@@ -206,16 +143,18 @@ def _is_broken(exc: BaseException) -> bool:
 
 def _http_json(url: str, timeout: float, headers: dict | None = None) -> tuple[int, object | str]:
     """GET `url`; return (status, parsed JSON or the raw text when it is not JSON). Connection errors propagate."""
-    with _Deadline(timeout) as deadline:
-        try:
-            with _open(url, None, deadline, headers) as response:
-                status, body = response.status, response.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read().decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException):
-            if deadline.expired:
-                raise TimeoutError(f"no complete answer within {timeout:g} s") from None
-            raise
+    deadline = _Deadline(timeout)
+    try:
+        with _open(url, None, timeout, deadline, headers) as response:
+            status, body = response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        if deadline.expired:
+            raise TimeoutError(f"no complete answer within {timeout:g} s") from None
+        raise
+    finally:
+        deadline.close()
     try:
         return status, json.loads(body)
     except json.JSONDecodeError:
@@ -273,25 +212,27 @@ class _ServerJudge:
         raise AssertionError("unreachable")
 
     def _request_once(self, path: str, payload: dict, read: Callable, headers: dict | None):
-        with _Deadline(self.timeout) as deadline:
-            try:
-                with _open(f"{self.url}{path}", payload, deadline, headers) as response:
-                    return read(response)
-            except urllib.error.HTTPError as exc:
-                if deadline.expired:
-                    raise self._timeout_error() from None
-                raise self._http_error(exc) from None
-            except JudgeError:
-                if deadline.expired:
-                    raise self._timeout_error() from None
-                raise
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-                if deadline.expired or _is_timeout(exc):
-                    raise self._timeout_error() from None
-                if _is_broken(exc):
-                    raise JudgeConnectionError(
-                        f"The connection to {self.url} broke off ({type(_reason(exc)).__name__}).") from None
-                raise self._unreachable(exc) from None
+        deadline = _Deadline(self.timeout)  # a watchdog for the whole request, however slowly bytes arrive
+        try:
+            with _open(f"{self.url}{path}", payload, self.timeout, deadline, headers) as response:
+                return read(response)
+        except urllib.error.HTTPError as exc:
+            if deadline.expired:
+                raise self._timeout_error() from None
+            raise self._http_error(exc) from None
+        except JudgeError:
+            if deadline.expired:
+                raise self._timeout_error() from None
+            raise
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            if deadline.expired or _is_timeout(exc):
+                raise self._timeout_error() from None
+            if _is_broken(exc):
+                raise JudgeConnectionError(
+                    f"The connection to {self.url} broke off ({type(_reason(exc)).__name__}).") from None
+            raise self._unreachable(exc) from None
+        finally:
+            deadline.close()
 
     def _http_error(self, exc: urllib.error.HTTPError) -> JudgeError:
         body = exc.read().decode("utf-8", "replace")
