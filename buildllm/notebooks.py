@@ -12,6 +12,16 @@ metadata under ``buildllm.quick_parameters`` (what the test suite runs). The
 notebook runs in its own folder. In-place runs replace the file only when every
 cell succeeded, and record the parameters, device and versions in the notebook's
 metadata (``buildllm.last_run``), so a reader can see what produced its outputs.
+
+Notebooks are written exactly as JupyterLab saves them (`write_notebook`), with the
+kernelspec of the kernel that ran them, so that opening one in JupyterLab changes
+nothing: JupyterLab copies the running kernel's name, display name and language into
+``metadata.kernelspec`` when the kernel starts, and an author's ``"Python 3"`` against
+ipykernel's ``"Python 3 (ipykernel)"`` marked every notebook modified on opening.
+(It also copies the kernel's ``language_info``, which holds the Python version: a
+reader with another Python version still sees the notebook marked modified.)
+``python -m buildllm.notebooks --normalize PATH`` applies this to a notebook without
+executing it: only the kernelspec and the file's layout change, never an output.
 """
 
 from __future__ import annotations
@@ -62,6 +72,77 @@ def quick_parameters(path: str | os.PathLike) -> dict:
     return dict(nb.metadata.get("buildllm", {}).get("quick_parameters", {}))
 
 
+def kernelspec_metadata(kernel_name: str = "python3") -> dict:
+    """``metadata.kernelspec`` as JupyterLab writes it for kernel `kernel_name` (name, display name, language)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise RuntimeError(f"No Jupyter kernel named {kernel_name!r}: pip install ipykernel (in requirements.txt), "
+                           f"or list the kernels with `jupyter kernelspec list`.") from None
+    return {"display_name": spec.display_name, "language": spec.language, "name": kernel_name}
+
+
+def _as_javascript_numbers(value):
+    """`value` with every whole-valued float as an int, as a notebook comes back from JupyterLab.
+
+    JupyterLab holds the notebook as JavaScript objects, where 23.0 and 23 are one number and
+    are sent to the server as ``23``; the server writes that back as an int.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _as_javascript_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_javascript_numbers(item) for item in value]
+    return value
+
+
+def notebook_text(nb) -> str:
+    """The file content JupyterLab saves for `nb`: nbformat's JSON (indent 1, sorted keys), a final newline.
+
+    JupyterLab sends the notebook to the Jupyter server, which writes it with nbformat, so
+    the layout is nbformat's; only numbers pass through JavaScript on the way (see
+    `_as_javascript_numbers`). Checked in a browser with JupyterLab 4.6: every committed
+    notebook, opened and saved, kept every byte of this text.
+    """
+    text = nbformat.writes(nbformat.from_dict(_as_javascript_numbers(nb)), version=4)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_notebook(nb, path: str | os.PathLike) -> None:
+    """Write `nb` to `path` byte for byte as JupyterLab would save it (not atomically: callers rename)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(notebook_text(nb))
+
+
+def normalize_notebook(path: str | os.PathLike, kernel_name: str = "python3") -> bool:
+    """Give a notebook the kernelspec JupyterLab would write and JupyterLab's layout, without executing it.
+
+    Outputs, sources and the rest of the metadata are kept as they are. Returns True if
+    the file changed (it is replaced atomically, keeping its permissions).
+    """
+    path = Path(path)
+    before = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(before, as_version=4)
+    nb.metadata["kernelspec"] = kernelspec_metadata(kernel_name)
+    after = notebook_text(nb)
+    if after == before:
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".ipynb", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(after)
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
 def _clean(nb) -> None:
     """Drop per-run noise (timings, papermill bookkeeping) so committed diffs show only real changes."""
     nb.metadata.pop("papermill", None)
@@ -91,7 +172,7 @@ def run_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
 
     # Execute into a temporary file: a failing run never overwrites a good notebook.
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=output.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".ipynb", dir=output.parent)  # hidden: not a notebook to list
     os.close(fd)
     start = time.perf_counter()
     try:
@@ -101,6 +182,7 @@ def run_notebook(
         )
         nb = nbformat.read(tmp, as_version=4)
         _clean(nb)
+        nb.metadata["kernelspec"] = kernelspec_metadata("python3")  # what JupyterLab writes on opening
         nb.metadata.setdefault("buildllm", {})["last_run"] = {
             "parameters": params,
             "quick": quick,
@@ -113,7 +195,7 @@ def run_notebook(
         results = collect_results(nb)
         if results:
             nb.metadata["buildllm"]["last_run"]["results"] = results
-        nbformat.write(nb, tmp)
+        write_notebook(nb, tmp)
         # mkstemp made the file private (0600): keep the mode the notebook had, or a new file's usual mode.
         if output.exists():
             shutil.copymode(output, tmp)
@@ -147,7 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="use the small parameters stored in the notebook (what the tests run)")
     parser.add_argument("--output", help="write the executed notebook here instead of in place (one notebook only)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
+    parser.add_argument("--normalize", action="store_true",
+                        help="do not execute: only give each notebook the kernelspec and layout JupyterLab writes "
+                             "(outputs unchanged), so it opens unmodified")
     args = parser.parse_args(argv)
+    if args.normalize:
+        if args.parameter or args.quick or args.output:
+            parser.error("--normalize executes nothing: it takes no -p, --quick or --output")
+        for nb_path in args.notebooks:
+            print(f"{'rewritten' if normalize_notebook(nb_path) else 'unchanged'} {nb_path}")
+        return 0
     if args.output and len(args.notebooks) > 1:
         parser.error("--output works with one notebook only")
     params = {name: _parse_value(value) for name, value in args.parameter}

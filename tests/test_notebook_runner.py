@@ -124,3 +124,54 @@ def test_reported_results_reach_the_notebook_metadata(tmp_path):
     assert done.metadata["buildllm"]["last_run"]["results"] == {"weights": "random", "accuracy": 0.5,
                                                                  "note": "later values win"}
     assert "기록한 결과: weights = random, accuracy = 0.75" in done.cells[1].outputs[0]["data"]["text/plain"]
+
+
+def test_runner_writes_what_jupyterlab_saves(tmp_path):
+    """The kernelspec JupyterLab writes on opening (ipykernel's display name), and JupyterLab's file layout."""
+    from buildllm.notebooks import kernelspec_metadata, notebook_text
+
+    path = tmp_path / "tiny.ipynb"
+    write_notebook(path, "print('hi')")  # an author's "Python 3", which JupyterLab would replace
+    run_notebook(path, timeout=120)
+    raw = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(raw, as_version=4)
+    assert nb.metadata["kernelspec"] == kernelspec_metadata("python3")
+    assert nb.metadata["kernelspec"]["display_name"] != "Python 3"  # ipykernel's own name, e.g. "Python 3 (ipykernel)"
+    assert nb.metadata["language_info"]["name"] == "python"
+    assert notebook_text(nb) == raw and raw.endswith("}\n")
+
+
+def test_normalize_changes_the_kernelspec_only(tmp_path, capsys):
+    from buildllm.notebooks import kernelspec_metadata
+
+    path = tmp_path / "tiny.ipynb"
+    write_notebook(path, "print('hi')")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].outputs = [v4.new_output("stream", name="stdout", text="an output the runner never re-made\n")]
+    nb.cells[2].execution_count = 7
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(nbformat.writes(nb, indent=2))  # another layout, as some editors write
+    os.chmod(path, 0o640)
+    assert main(["--normalize", str(path)]) == 0
+    assert capsys.readouterr().out == f"rewritten {path}\n"
+    after = nbformat.read(path, as_version=4)
+    assert after.metadata["kernelspec"] == kernelspec_metadata("python3")
+    after.metadata["kernelspec"] = nb.metadata["kernelspec"]
+    assert after == nb  # same cells, outputs and metadata otherwise
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert main(["--normalize", str(path)]) == 0
+    assert capsys.readouterr().out == f"unchanged {path}\n"
+    with pytest.raises(SystemExit):
+        main(["--normalize", "--quick", str(path)])
+
+
+def test_numbers_are_written_as_jupyterlab_writes_them():
+    """JupyterLab sends numbers through JavaScript, where 23.0 is 23; other floats keep Python's spelling."""
+    from buildllm.notebooks import notebook_text
+
+    nb = v4.new_notebook()
+    nb.metadata["buildllm"] = {"last_run": {"seconds": 23.0, "lr": 5e-05, "share": 0.5, "steps": 90, "big": 1e22}}
+    text = notebook_text(nb)
+    assert '"seconds": 23,' in text and '"lr": 5e-05,' in text and '"share": 0.5,' in text
+    assert '"big": 1e+22,' in text and '"steps": 90' in text
+    assert notebook_text(nbformat.reads(text, as_version=4)) == text  # a second save changes nothing

@@ -7,9 +7,10 @@ import pytest
 
 from conftest import REPO
 
+# Top-level notebooks (setup.ipynb) and those in any folder, except hidden ones (.venv, .ipynb_checkpoints).
 NOTEBOOKS = sorted(
     p.relative_to(REPO)
-    for p in REPO.glob("*/**/*.ipynb")
+    for p in [*REPO.glob("*.ipynb"), *REPO.glob("*/**/*.ipynb")]
     if not any(part.startswith(".") for part in p.relative_to(REPO).parts)
 )
 
@@ -51,3 +52,24 @@ def test_notebook_runs(notebook, tmp_path):
     assert nb.metadata["buildllm"]["last_run"]["quick"] is True
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
+def test_notebook_opens_unmodified_in_jupyterlab(notebook):
+    """The file is what JupyterLab saves, and its kernelspec is what JupyterLab writes when the kernel starts.
+
+    JupyterLab saves a notebook as nbformat's JSON (checked in a browser: a notebook opened and saved
+    unchanged in JupyterLab 4.6 kept every byte) and, when its kernel starts, copies the kernel's
+    name, display name and language into metadata.kernelspec; any difference marks the notebook
+    modified at once. The runner writes both; `python -m buildllm.notebooks --normalize PATH` fixes
+    a notebook without executing it.
+    """
+    from buildllm.notebooks import kernelspec_metadata, notebook_text
+
+    raw = (REPO / notebook).read_bytes().decode("utf-8")
+    nb = nbformat.reads(raw, as_version=4)
+    fix = f"python -m buildllm.notebooks --normalize {notebook}"
+    assert nb.metadata.get("kernelspec") == kernelspec_metadata("python3"), (
+        f"{notebook}: kernelspec {nb.metadata.get('kernelspec')} is not the one JupyterLab writes; run {fix}")
+    assert nb.metadata.get("language_info", {}).get("name") == "python", f"{notebook}: no language_info; re-run it"
+    assert notebook_text(nb) == raw, f"{notebook} is not laid out as JupyterLab saves it; run {fix}"
