@@ -179,20 +179,20 @@ def plot_results(rows: list[dict], title: str = ""):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
-    parser.add_argument("--num-tokens", type=int, default=1024, help="tokens per sequence (default 1024, GPT-2's context)")
-    parser.add_argument("--emb-dim", type=int, default=768, help="d_in = d_out (default 768, GPT-2 small)")
-    parser.add_argument("--num-heads", type=int, default=12, help="attention heads (default 12)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default: 8)")
+    parser.add_argument("--num-tokens", type=int, default=1024, help="tokens per sequence (default: 1024, GPT-2's context)")
+    parser.add_argument("--emb-dim", type=int, default=768, help="d_in = d_out (default: 768, GPT-2 small)")
+    parser.add_argument("--num-heads", type=int, default=12, help="attention heads (default: 12)")
     parser.add_argument("--impl", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS),
                         help="implementations to run (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the fastest is kept (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the fastest is kept (default: 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default: 1)")
     parser.add_argument("--no-backward", action="store_true", help="time the forward pass only")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="default float32")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="number format of weights and input (default: float32)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the weights and the input")
+    parser.add_argument("--seed", type=int, default=123, help="seed of the weights and the input (default: 123)")
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
                         help="folder for attention.png (default: runs/benchmarks in the repository)")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 1, 64 tokens, 96 dims, 4 heads, 1 repeat")

@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 KB of each text, one repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement, the best is kept (default 3)")
-    parser.add_argument("--max-chars", type=int, default=None, help="cut each text to this many characters")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement, the best is kept (default: 3)")
+    parser.add_argument("--max-chars", type=int, default=None, help="cut each text to this many characters (default: the whole text; 50,000 with --quick)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall: elapsed time (default); cpu: this process's CPU time, steadier on a busy machine")
+                        help="wall: elapsed time; cpu: this process's CPU time, steadier on a busy machine (default: wall)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

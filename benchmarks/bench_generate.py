@@ -152,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES) + list(GPT2_SIZE_ALIASES),
-                        help="GPT-2 architecture, random weights (default gpt2-small, 124M)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
-    parser.add_argument("--batch-size", type=int, default=1, help="copies of the prompt generated together (default 1)")
-    parser.add_argument("--prompt", default="Hello, I am", help='prompt text (default "Hello, I am")')
-    parser.add_argument("--repeats", type=int, default=3, help="timed generations per method; the fastest is kept (default 3)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+                        help="GPT-2 architecture, random weights (default: gpt2-small, 124M)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument("--batch-size", type=int, default=1, help="copies of the prompt generated together (default: 1)")
+    parser.add_argument("--prompt", default="Hello, I am", help='prompt text (default: "Hello, I am")')
+    parser.add_argument("--repeats", type=int, default=3, help="timed generations per method; the fastest is kept (default: 3)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the random weights")
+    parser.add_argument("--seed", type=int, default=123, help="seed of the random weights (default: 123)")
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
                         help="folder for generate.png (default: runs/benchmarks in the repository)")
     parser.add_argument("--quick", action="store_true",

@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate (default 100)")
-    parser.add_argument("--prompt", default=PROMPT, help="the user message, wrapped in SmolLM2's chat template")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the table shows the median (default 5)")
+    parser.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate (default: 100)")
+    parser.add_argument("--prompt", default=PROMPT, help=f'the user message, wrapped in SmolLM2\'s chat template (default: "{PROMPT}")')
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the table shows the median (default: 5)")
     parser.add_argument("--threads", type=int, default=None,
                         help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
     parser.add_argument("--models-dir", default=None, metavar="DIR",
