@@ -83,8 +83,10 @@ def build_parser():
                         help="leave the prompt tokens out of the loss (exercise 7.2)")
     parser.add_argument("--lora-rank", type=positive_int, default=None,
                         help="fine-tune with LoRA of this rank instead of all weights (exercise 7.4; book: 16)")
-    parser.add_argument("--lora-alpha", type=positive_float, default=16.0,
-                        help="LoRA alpha; updates scale by alpha/rank")
+    parser.add_argument("--lora-alpha", type=positive_float, default=256.0,
+                        help="LoRA alpha; updates scale by alpha/rank. Default 256: with rank 16 a scale of 16, the "
+                             "update size of the book's rank 16, alpha 16 (its code multiplies by alpha without "
+                             "dividing by the rank; see appendix E). For another rank keep alpha = 16 x rank")
     parser.add_argument("--epochs", type=positive_int, default=2, help="passes over the training set")
     parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
     parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
