@@ -24,7 +24,7 @@ import sys
 import torch
 import torch.multiprocessing as mp
 
-from buildllm.cli import UserError, add_ddp_toy_arguments, check_ddp_device, make_parser, positive_int, run_main
+from buildllm.cli import UserError, add_ddp_toy_arguments, check_ddp_device, make_parser, port, positive_int, run_main
 from buildllm.distributed import DEFAULT_MASTER_PORT, PortInUseError, check_port_free, cleanup, ddp_setup, print0
 from buildllm.primer import train_toy_ddp
 
@@ -53,7 +53,7 @@ def build_parser():
                         help="number of processes (default: number of GPUs, or 2 on a CPU-only machine)")
     add_ddp_toy_arguments(parser)
     parser.add_argument("--master-addr", default="localhost", help="address of rank 0")
-    parser.add_argument("--master-port", type=positive_int, default=DEFAULT_MASTER_PORT,
+    parser.add_argument("--master-port", type=port, default=DEFAULT_MASTER_PORT,
                         help="free TCP port for the rendezvous")
     return parser
 

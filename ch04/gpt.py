@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import sys
 
-from buildllm.cli import (UserError, add_device_argument, make_parser, nonnegative_int, pick_device, positive_int,
-                          run_main)
+from buildllm.cli import (UserError, add_device_argument, check_max_new_tokens, make_parser, nonnegative_int,
+                          pick_device, positive_int, run_main, seed)
 from buildllm.device import set_seed
 from buildllm.generation import generate_text_simple, text_to_token_ids, token_ids_to_text
 from buildllm.model import GPT2_SIZES, GPTModel, count_parameters, get_gpt2_config
@@ -36,12 +36,13 @@ def build_parser():
                         help="GPT-2 architecture size")
     parser.add_argument("--context-length", type=positive_int, default=1024,
                         help="longest input the model accepts, in tokens (the position embedding has this many rows)")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the random weights")
+    parser.add_argument("--seed", type=seed, default=123, help="seed of the random weights")
     add_device_argument(parser)
     return parser
 
 
 def run(args) -> int:
+    check_max_new_tokens(args.max_new_tokens, args.context_length, "this model (--context-length)")
     device = pick_device(args.device)
     tokenizer = get_gpt2_tokenizer()
     encoded = text_to_token_ids(args.prompt, tokenizer)  # (1, num_tokens)

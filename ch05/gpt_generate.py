@@ -21,8 +21,8 @@ import sys
 
 import torch
 
-from buildllm.cli import (UserError, add_device_argument, add_weights_arguments, load_weights, make_parser,
-                          pick_device, positive_int, probability, run_main, temperature)
+from buildllm.cli import (UserError, add_device_argument, add_weights_arguments, check_max_new_tokens, load_weights,
+                          make_parser, pick_device, positive_int, probability, run_main, seed, temperature)
 from buildllm.device import set_seed
 from buildllm.generation import generate, text_to_token_ids
 from buildllm.sources import WeightsError
@@ -42,7 +42,7 @@ def build_parser():
                         help="sample only among the k most likely tokens (ignored when --temperature is 0)")
     parser.add_argument("--top-p", type=probability, default=None, help="nucleus sampling: keep the most likely "
                                                                         "tokens whose probabilities sum to this")
-    parser.add_argument("--seed", type=int, default=123, help="random seed for sampling")
+    parser.add_argument("--seed", type=seed, default=123, help="random seed for sampling")
     add_device_argument(parser)
     return parser
 
@@ -52,6 +52,7 @@ def run(args) -> int:
     base = load_weights(args, device)
     model, tokenizer = base.model.eval(), base.tokenizer
     vocab_size = model.cfg["vocab_size"]
+    check_max_new_tokens(args.max_new_tokens, model.cfg["context_length"], base.name)
     if args.top_k > vocab_size:
         raise UserError(f"--top-k {args.top_k} is larger than the vocabulary of {base.name} ({vocab_size} tokens).")
     stop_id = None

@@ -84,7 +84,9 @@ from buildllm.cli import (  # noqa: E402
     pick_device,
     positive_float,
     positive_int,
+    read_text_file,
     run_main,
+    seed,
 )
 from buildllm.config import ConfigError  # noqa: E402
 from buildllm.datasets import DatasetError, list_datasets, load_text  # noqa: E402
@@ -160,7 +162,7 @@ def build_parser():
     parser.add_argument("--n-heads", type=positive_int, help="override the number of attention heads")
     parser.add_argument("--drop-rate", type=dropout_rate, default=0.1, help="dropout rate")
     parser.add_argument("--train-ratio", type=open_fraction, default=0.9, help="share of the text used for training")
-    parser.add_argument("--seed", type=int, default=123, help="random seed (weights, data order, dropout)")
+    parser.add_argument("--seed", type=seed, default=123, help="random seed (weights, data order, dropout)")
     add_device_argument(parser)
     parser.add_argument("--output-dir", default="runs/ch05",
                         help="folder for model.pth, checkpoint.pth, loss.png/.pdf and metrics.json "
@@ -240,15 +242,20 @@ def check_args(args) -> None:
             check_writable(out / name)
     except PermissionError as exc:
         raise UserError(f"--output-dir: {exc}") from None
+    if args.tensorboard:
+        try:
+            check_writable(Path(args.tensorboard) / "events")
+        except PermissionError as exc:
+            raise UserError(f"--tensorboard: {exc}") from None
 
 
 def read_training_text(data: str) -> str:
     """Return the text of a dataset name or of a .txt file path."""
     path = Path(data).expanduser()
     if path.suffix == ".txt" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"--data {data}: no such file. Give a .txt file or one of {list_datasets()}.")
-        return path.read_text(encoding="utf-8")
+        return read_text_file(path, "--data")
     try:
         return load_text(data)
     except DatasetError as exc:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import sys
 
-from buildllm.cli import (UserError, add_device_argument, add_weights_arguments, load_weights, make_parser,
-                          pick_device, positive_int, run_main, temperature)
+from buildllm.cli import (UserError, add_device_argument, add_weights_arguments, check_max_new_tokens, load_weights,
+                          make_parser, pick_device, positive_int, run_main, seed, temperature)
 from buildllm.device import set_seed
 from buildllm.instruction import stream_response
 from buildllm.sources import WeightsError
@@ -32,7 +32,7 @@ def build_parser():
     parser.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy decoding (as in the chapter)")
     parser.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens")
     parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest answer")
-    parser.add_argument("--seed", type=int, default=123, help="seed for sampling (temperature > 0)")
+    parser.add_argument("--seed", type=seed, default=123, help="seed for sampling (temperature > 0)")
     parser.add_argument("--no-history", action="store_true", help="answer each line on its own (no earlier turns)")
     add_device_argument(parser)
     return parser
@@ -64,6 +64,7 @@ def run(args) -> int:
     model = base.model.eval()
     set_seed(args.seed)
     context = model.cfg["context_length"]
+    check_max_new_tokens(args.max_new_tokens, context, base.name)
     # Room for the prompt: leave space for the answer, but keep at least half the context for the prompt.
     budget = context - min(args.max_new_tokens, context // 2)
     interactive = sys.stdin.isatty()
