@@ -130,6 +130,13 @@ def _text(ax, x, y, s, size=9, color=INK, weight="normal", ha="center", va="cent
     )
 
 
+def _step_arrow(ax, x0, x1, y, label, note=None, color=INK, **note_kw):
+    """A left-to-right arrow between two drawings at height y: `label` above it, an optional code `note` below."""
+    _arrow(ax, (x0 + 0.1, y), (x1 - 0.1, y), color=color, label=label, label_side="above")
+    if note:
+        _text(ax, (x0 + x1) / 2, y - 0.2, note, size=6.5, code=True, color=MUTED, va="top", **note_kw)
+
+
 def _box(
     ax,
     x,
@@ -1134,48 +1141,13 @@ def classification_last_token() -> Figure:
 
     # (b) the model's outputs, one row per token, aligned with (a)
     hx = lx + T * c + 1.55
-    _arrow(
-        ax,
-        (lx + T * c + 0.1, top - T * c / 2),
-        (hx - 0.1, top - T * c / 2),
-        label="GPTModel",
-        label_side="above",
-        label_size=7.5,
-    )
-    _text(
-        ax,
-        (lx + T * c + hx) / 2,
-        top - T * c / 2 - 0.22,
-        "trf_blocks ·\nfinal_norm",
-        size=6.5,
-        code=True,
-        color=MUTED,
-        va="top",
-        linespacing=1.3,
-    )
+    _step_arrow(ax, lx + T * c, hx, top - T * c / 2, "GPTModel", "trf_blocks ·\nfinal_norm", linespacing=1.3)
     _text(ax, hx + d * c / 2, top + 0.95, "(나) 위치마다 출력 벡터", size=9.5, weight="bold")
     _text(ax, hx + d * c / 2, top + 0.62, "(b, T, 768)", size=7, code=True, color=MUTED)
     hidden = _values(T, d, 61)
     _matrix(ax, hx, top, hidden, cell=c, cmap="PuBu", vmin=-1.4, vmax=1.4)
     ox = hx + d * c + 1.7
-    _arrow(
-        ax,
-        (hx + d * c + 0.1, top - T * c / 2),
-        (ox - 0.1, top - T * c / 2),
-        label="out_head",
-        label_side="above",
-        label_size=7.5,
-    )
-    _text(
-        ax,
-        (hx + d * c + ox) / 2,
-        top - T * c / 2 - 0.2,
-        "nn.Linear(768, 2)",
-        size=6.5,
-        code=True,
-        color=MUTED,
-        va="top",
-    )
+    _step_arrow(ax, hx + d * c, ox, top - T * c / 2, "out_head", "nn.Linear(768, 2)")
     logits = 0.9 * _values(T, 2, 62)
     logits[-1] = [-1.3, 2.1]  # the example message is spam: class 1 wins at the last position
     _text(ax, ox + c, top + 0.95, "(다) 로짓", size=9.5, weight="bold")
@@ -1206,15 +1178,7 @@ def classification_last_token() -> Figure:
     )
     # the last row out
     fx = ox + 2 * c + 1.35
-    _arrow(
-        ax,
-        (ox + 2 * c + 0.1, last_y),
-        (fx - 0.1, last_y),
-        color=COLORS["loss"][1],
-        label="[:, -1, :]",
-        label_side="above",
-        label_size=7.5,
-    )
+    _step_arrow(ax, ox + 2 * c, fx, last_y, "[:, -1, :]", color=COLORS["loss"][1])
     _text(ax, fx + c, last_y + 0.55, "클래스 로짓 (b, 2)", size=8.5, weight="bold")
     _matrix(
         ax,
