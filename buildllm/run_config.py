@@ -32,7 +32,6 @@ from pathlib import Path
 
 from .cli import UserError
 
-CONFIG_DEST = "config"
 # Options that act on one invocation rather than describe a run: never read from a file.
 COMMAND_LINE_ONLY = ("config", "resume", "overwrite", "help")
 
@@ -73,6 +72,8 @@ def _load_yaml(path: Path) -> dict:
         seen = set()
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict)):
+                continue  # unhashable: PyYAML's own construct_mapping below says so
             if key in seen:
                 raise RunConfigError(f"{path}: {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one.")
             seen.add(key)

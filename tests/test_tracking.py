@@ -94,6 +94,23 @@ def test_wandb_offline_run_logs_the_same_metrics_without_network(tmp_path):
     assert summary["global_steps"] == 3
 
 
+@pytest.mark.script
+def test_wandb_from_a_config_file_with_wandb_mode_from_the_environment(tmp_path):
+    pytest.importorskip("wandb", reason="wandb is in requirements.txt; pip install wandb")
+    env = {**NO_NETWORK, "WANDB_API_KEY": "", "WANDB_MODE": "offline", "WANDB_CONFIG_DIR": str(tmp_path / "cfg"),
+           "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "tracked.yaml").write_text("wandb: true\nwandb_project: my-experiments\n", encoding="utf-8")
+    run_script([TRAIN, *TINY, "--max-steps", "1", "--config", "tracked.yaml", "--output-dir", "run"],
+               cwd=tmp_path, env=env)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    records = read_wandb_records(next(runs[0].glob("run-*.wandb")))
+    run_record = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run_record.project == "my-experiments"
+    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
+    assert config["wandb"] is True and config["wandb_mode"] is None and config["max_steps"] == 1
+
+
 def test_wandb_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError
     with pytest.raises(UserError, match=r"--wandb needs the wandb package: pip install wandb"):
