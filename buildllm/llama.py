@@ -199,6 +199,11 @@ class FeedForward(nn.Module):
         self.fc3 = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=False, dtype=dtype)  # down
         self.silu = SiLU(fast=cfg.fast)
 
+    def hf_names(self, prefix: str) -> list[tuple[str, Tensor]]:
+        """(Hugging Face name, parameter) of the three weights; `prefix` is the block's, "model.layers.N."."""
+        return [(prefix + "mlp.gate_proj.weight", self.fc1.weight), (prefix + "mlp.up_proj.weight", self.fc2.weight),
+                (prefix + "mlp.down_proj.weight", self.fc3.weight)]
+
     def forward(self, x: Tensor) -> Tensor:
         # x: (b, n, emb_dim) -> gate and values: (b, n, hidden_dim)
         gated = self.silu(self.fc1(x)) * self.fc2(x)  # the gate decides, element by element, how much passes
@@ -252,10 +257,13 @@ class GroupedQueryAttention(nn.Module):
     With ``num_kv_groups == num_heads`` it is the multi-head attention of chapter 3
     (plus RoPE); with fewer groups the model computes and caches fewer keys and
     values. ``fast=True`` uses `F.scaled_dot_product_attention` (same result).
+    ``qk_norm=True`` adds an `RMSNorm` over each head's queries and keys before RoPE
+    (``q_norm``, ``k_norm``: Qwen3 does this, see `buildllm.qwen3`); Llama has none.
     """
 
     def __init__(self, d_in: int, num_heads: int, num_kv_groups: int, head_dim: int | None = None,
-                 dropout: float = 0.0, *, dtype: torch.dtype | None = None, fast: bool = False):
+                 dropout: float = 0.0, *, dtype: torch.dtype | None = None, fast: bool = False,
+                 qk_norm: bool = False, rms_eps: float = 1e-6):
         super().__init__()
         if num_heads % num_kv_groups:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_groups ({num_kv_groups}).")
@@ -270,6 +278,9 @@ class GroupedQueryAttention(nn.Module):
         self.W_value = nn.Linear(d_in, num_kv_groups * self.head_dim, bias=False, dtype=dtype)  # ... and values
         self.out_proj = nn.Linear(self.d_out, d_in, bias=False, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
+        # QK-norm: one scale vector of head_dim, shared by all heads (None: no parameters, no state dict keys).
+        self.q_norm = RMSNorm(self.head_dim, rms_eps, dtype=dtype, fast=fast) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, rms_eps, dtype=dtype, fast=fast) if qk_norm else None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv_cache=None) -> Tensor:
         b, num_tokens, _ = x.shape
@@ -281,6 +292,8 @@ class GroupedQueryAttention(nn.Module):
         keys = keys.view(b, num_tokens, self.num_kv_groups, self.head_dim).transpose(1, 2)
         values = values.view(b, num_tokens, self.num_kv_groups, self.head_dim).transpose(1, 2)
         # now: queries (b, num_heads, n, head_dim), keys/values (b, num_kv_groups, n, head_dim)
+        if self.q_norm is not None:  # QK-norm: every head's query and key vectors get an RMS of 1 (times a scale)
+            queries, keys = self.q_norm(queries), self.k_norm(keys)
 
         # RoPE: the position enters here, by rotating queries and keys (values are not rotated).
         queries = apply_rope(queries, cos, sin)
@@ -344,16 +357,20 @@ class GroupedQueryAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm Llama block: x + attention(rmsnorm(x)), then x + swiglu(rmsnorm(x))."""
+    """Pre-norm Llama block: x + attention(rmsnorm(x)), then x + swiglu(rmsnorm(x)).
 
-    def __init__(self, cfg: LlamaConfig):
+    Models built on this one (`buildllm.qwen3`) pass ``qk_norm=True`` and their own
+    feed forward layer ``ff`` (e.g. a mixture of experts); the defaults are Llama's.
+    """
+
+    def __init__(self, cfg: LlamaConfig, *, qk_norm: bool = False, ff: nn.Module | None = None):
         super().__init__()
         dtype = cfg.torch_dtype
         self.att = GroupedQueryAttention(
             d_in=cfg.emb_dim, num_heads=cfg.n_heads, num_kv_groups=cfg.n_kv_groups, head_dim=cfg.resolved_head_dim,
-            dropout=cfg.drop_rate, dtype=dtype, fast=cfg.fast,
+            dropout=cfg.drop_rate, dtype=dtype, fast=cfg.fast, qk_norm=qk_norm, rms_eps=cfg.rms_eps,
         )
-        self.ff = FeedForward(cfg)
+        self.ff = ff if ff is not None else FeedForward(cfg)
         self.norm1 = RMSNorm(cfg.emb_dim, cfg.rms_eps, dtype=dtype, fast=cfg.fast)
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.rms_eps, dtype=dtype, fast=cfg.fast)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
@@ -369,16 +386,17 @@ class LlamaModel(nn.Module):
     """A Llama-style model: token embedding, `n_layers` blocks with RoPE, final RMSNorm, output head."""
 
     architecture = "llama"  # the name model files store (buildllm.checkpoints)
+    config_class = LlamaConfig  # a subclass with more keys builds its own blocks (make_block)
 
     def __init__(self, cfg: Mapping | LlamaConfig):
         super().__init__()
-        cfg = LlamaConfig.from_dict(cfg)
+        cfg = self.config_class.from_dict(cfg)
         self.cfg = cfg
         dtype = cfg.torch_dtype
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim, dtype=dtype)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         # No position embedding: RoPE rotates queries and keys inside every attention layer.
-        self.trf_blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.trf_blocks = nn.ModuleList([self.make_block(cfg, i) for i in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.emb_dim, cfg.rms_eps, dtype=dtype, fast=cfg.fast)
         if cfg.num_classes is not None:  # a classifier (chapter 6): one output per class, with a bias
             self.out_head = nn.Linear(cfg.emb_dim, cfg.num_classes, dtype=dtype)
@@ -387,6 +405,20 @@ class LlamaModel(nn.Module):
         if cfg.tie_embeddings:
             self.out_head.weight = self.tok_emb.weight  # one matrix for reading and predicting tokens
         self.reset_rope()
+
+    def make_block(self, cfg: LlamaConfig, index: int) -> TransformerBlock:
+        """Build transformer block `index` (subclasses change its attention or feed forward layer)."""
+        return TransformerBlock(cfg)
+
+    def hf_named_parameters(self) -> list[tuple[str, Tensor]]:
+        """(Hugging Face name, parameter) of every tensor a checkpoint holds (see section 6 below)."""
+        named = [("model.embed_tokens.weight", self.tok_emb.weight)]
+        for i, block in enumerate(self.trf_blocks):
+            named += _hf_names(i, block)
+        named.append(("model.norm.weight", self.final_norm.weight))
+        if not self.cfg.tie_embeddings:
+            named.append(("lm_head.weight", self.out_head.weight))
+        return named
 
     def reset_rope(self) -> None:
         """(Re)compute the RoPE tables; buffers, not parameters: they are not trained and not saved."""
@@ -428,10 +460,11 @@ class LlamaModel(nn.Module):
         return self.out_head(x)  # (b, n, vocab_size)
 
 
-def build_empty_llama(cfg: Mapping | LlamaConfig, device: str | torch.device = "cpu") -> LlamaModel:
-    """A `LlamaModel` whose parameters are allocated but not initialized (fast; fill it with weights next)."""
+def build_empty_llama(cfg: Mapping | LlamaConfig, device: str | torch.device = "cpu", *,
+                      model_class: type[LlamaModel] = LlamaModel) -> LlamaModel:
+    """A `LlamaModel` (or `model_class`) whose parameters are allocated but not initialized (fill it with weights next)."""
     with torch.device("meta"):  # no memory, no random draws
-        model = LlamaModel(cfg)
+        model = model_class(cfg)
     model = model.to_empty(device=device)
     if model.cfg.tie_embeddings:  # to_empty gives every parameter its own storage: tie again
         model.out_head.weight = model.tok_emb.weight
@@ -448,7 +481,7 @@ def build_empty_llama(cfg: Mapping | LlamaConfig, device: str | torch.device = "
 #     model.layers.N.input_layernorm.weight              -> trf_blocks[N].norm1.weight
 #     model.layers.N.self_attn.{q,k,v,o}_proj.weight     -> trf_blocks[N].att.W_query/W_key/W_value/out_proj
 #     model.layers.N.post_attention_layernorm.weight     -> trf_blocks[N].norm2.weight
-#     model.layers.N.mlp.{gate,up,down}_proj.weight      -> trf_blocks[N].ff.fc1/fc2/fc3
+#     model.layers.N.mlp.{gate,up,down}_proj.weight      -> trf_blocks[N].ff.fc1/fc2/fc3 (`FeedForward.hf_names`)
 #     model.norm.weight                                  -> final_norm.weight
 #     lm_head.weight                                     -> out_head.weight (absent or equal when tied)
 
@@ -462,21 +495,15 @@ def _hf_names(i: int, block: TransformerBlock) -> list[tuple[str, Tensor]]:
         (prefix + "self_attn.v_proj.weight", block.att.W_value.weight),
         (prefix + "self_attn.o_proj.weight", block.att.out_proj.weight),
         (prefix + "post_attention_layernorm.weight", block.norm2.weight),
-        (prefix + "mlp.gate_proj.weight", block.ff.fc1.weight),
-        (prefix + "mlp.up_proj.weight", block.ff.fc2.weight),
-        (prefix + "mlp.down_proj.weight", block.ff.fc3.weight),
+        *([(prefix + "self_attn.q_norm.weight", block.att.q_norm.weight),
+           (prefix + "self_attn.k_norm.weight", block.att.k_norm.weight)] if block.att.q_norm is not None else []),
+        *block.ff.hf_names(prefix),  # the feed forward layer names its own tensors (a mixture of experts has more)
     ]
 
 
 def llama_to_hf_state_dict(model: LlamaModel) -> dict[str, Tensor]:
     """The parameters of `model` under their Hugging Face names (the inverse of `load_weights_into_llama`)."""
-    state = {"model.embed_tokens.weight": model.tok_emb.weight}
-    for i, block in enumerate(model.trf_blocks):
-        state.update(_hf_names(i, block))
-    state["model.norm.weight"] = model.final_norm.weight
-    if not model.cfg.tie_embeddings:
-        state["lm_head.weight"] = model.out_head.weight
-    return {name: value.detach() for name, value in state.items()}
+    return {name: value.detach() for name, value in model.hf_named_parameters()}
 
 
 def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor], *,
@@ -499,12 +526,8 @@ def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor],
         weights[key] = value
 
     cfg = model.cfg
-    targets: list[tuple[str, Tensor]] = [("model.embed_tokens.weight", model.tok_emb.weight)]
-    for i, block in enumerate(model.trf_blocks):
-        targets += _hf_names(i, block)
-    targets.append(("model.norm.weight", model.final_norm.weight))
-    if not cfg.tie_embeddings:
-        targets.append(("lm_head.weight", model.out_head.weight))
+    what = type(model).__name__.removesuffix("Model")  # "Llama", or a subclass's name ("Qwen3")
+    targets = model.hf_named_parameters()
 
     copies: list[tuple[Tensor, Tensor]] = []
     for key, param in targets:
@@ -512,13 +535,13 @@ def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor],
             hint = (" The checkpoint ties its output layer to the embedding: build the model with "
                     "tie_embeddings=True." if key == "lm_head.weight" else
                     " Does the model have more layers than the checkpoint (n_layers)?")
-            raise KeyError(f"The Llama state dict has no key {key!r} (expected shape {tuple(param.shape)}).{hint}")
+            raise KeyError(f"The {what} state dict has no key {key!r} (expected shape {tuple(param.shape)}).{hint}")
         value = weights.pop(key)
         if tuple(value.shape) != tuple(param.shape):
             raise ValueError(
                 f"Shape mismatch for {key!r}: the checkpoint has {tuple(value.shape)}, the model expects "
-                f"{tuple(param.shape)}. Build LlamaModel with the checkpoint's configuration (emb_dim, n_heads, "
-                f"n_kv_groups, hidden_dim, vocab_size)."
+                f"{tuple(param.shape)}. Build {type(model).__name__} with the checkpoint's configuration (emb_dim, "
+                f"n_heads, n_kv_groups, head_dim, hidden_dim, vocab_size ...)."
             )
         copies.append((param, value))
 
@@ -533,12 +556,13 @@ def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor],
     if weights:
         extra = sorted(weights)
         raise ValueError(
-            f"The Llama state dict has {len(extra)} key(s) this model has no place for, e.g. {extra[:5]}. Does the "
+            f"The {what} state dict has {len(extra)} key(s) this model has no place for, e.g. {extra[:5]}. Does the "
             f"checkpoint have more layers than n_layers={cfg.n_layers}, or another architecture?"
         )
     with torch.no_grad():
         for param, value in copies:
-            if assign and value.dtype == param.dtype and value.device == param.device:
+            # (a target may be a view into a larger parameter, e.g. one expert of a stack: always copied into)
+            if assign and value.dtype == param.dtype and value.device == param.device and not param._is_view():
                 param.data = value  # the parameter now uses this tensor's memory
             else:
                 param.copy_(value)
