@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
