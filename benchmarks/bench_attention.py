@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
 from buildllm.attention_variants import IMPLEMENTATIONS, build_implementations, max_differences  # noqa: E402
+from buildllm.cli import UserError, check_output_paths, nonnegative_int, positive_int, seed  # noqa: E402
 from buildllm.device import describe_device, setup_device  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -179,20 +180,20 @@ def plot_results(rows: list[dict], title: str = ""):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default: 8)")
-    parser.add_argument("--num-tokens", type=int, default=1024, help="tokens per sequence (default: 1024, GPT-2's context)")
-    parser.add_argument("--emb-dim", type=int, default=768, help="d_in = d_out (default: 768, GPT-2 small)")
-    parser.add_argument("--num-heads", type=int, default=12, help="attention heads (default: 12)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="sequences per batch (default: 8)")
+    parser.add_argument("--num-tokens", type=positive_int, default=1024, help="tokens per sequence (default: 1024, GPT-2's context)")
+    parser.add_argument("--emb-dim", type=positive_int, default=768, help="d_in = d_out (default: 768, GPT-2 small)")
+    parser.add_argument("--num-heads", type=positive_int, default=12, help="attention heads (default: 12)")
     parser.add_argument("--impl", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS),
                         help="implementations to run (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the fastest is kept (default: 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default: 1)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per measurement; the fastest is kept (default: 5)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=1, help="untimed runs before timing (default: 1)")
     parser.add_argument("--no-backward", action="store_true", help="time the forward pass only")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="number format of weights and input (default: float32)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the weights and the input (default: 123)")
+    parser.add_argument("--seed", type=seed, default=123, help="seed of the weights and the input (default: 123)")
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
                         help="folder for attention.png (default: runs/benchmarks in the repository)")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 1, 64 tokens, 96 dims, 4 heads, 1 repeat")
@@ -200,14 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batch_size, args.num_tokens, args.emb_dim, args.num_heads = 1, 64, 96, 4
         args.repeats, args.warmup = 1, 0
-    for flag in ("batch_size", "num_tokens", "emb_dim", "num_heads", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.emb_dim % args.num_heads:
         parser.error(f"--emb-dim ({args.emb_dim}) must be divisible by --num-heads ({args.num_heads})")
     try:
         device = setup_device(args.device, args.threads)
     except (ValueError, RuntimeError) as exc:
+        parser.error(str(exc))
+    out_dir = Path(args.output_dir)
+    try:  # before timing anything: a folder that cannot be written would lose the measurements at the end
+        check_output_paths(out_dir / "attention.png")
+    except UserError as exc:
         parser.error(str(exc))
     dtype = DTYPES[args.dtype]
 
@@ -229,8 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     print("vs ours: time of ours / time of this one (above 1 = faster). saved MB: tensors autograd keeps for the "
           "backward pass (weights and input excluded). max |diff|: largest difference to ours' output.")
 
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "attention.png"
     plot_results(rows, f"Causal multi-head attention: {shape}, {args.dtype}, {device_name}").savefig(png, dpi=120)
     print(f"Wrote {png}")

@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
+
+from buildllm.cli import positive_int  # noqa: E402  (standard library only: --help stays fast)
 
 
 def load_texts(max_chars: int | None) -> dict[str, str]:
@@ -48,18 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 KB of each text, one repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement, the best is kept (default: 3)")
-    parser.add_argument("--max-chars", type=int, default=None, help="cut each text to this many characters (default: the whole text; 50,000 with --quick)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per measurement, the best is kept (default: 3)")
+    parser.add_argument("--max-chars", type=positive_int, default=None, help="cut each text to this many characters (default: the whole text; 50,000 with --quick)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time, steadier on a busy machine (default: wall)")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     repeats = 1 if args.quick else args.repeats
     max_chars = args.max_chars or (50_000 if args.quick else None)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
-    sys.path.insert(0, str(REPO))  # use this checkout's buildllm even if it is not installed
     from buildllm.bpe import BPETokenizer
     from buildllm.tokenizer import get_gpt2_tokenizer
 

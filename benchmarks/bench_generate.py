@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
+from buildllm.cli import UserError, check_output_paths, positive_int, seed  # noqa: E402
 from buildllm.device import describe_device, setup_device  # noqa: E402
 from buildllm.generation import generate_text_simple  # noqa: E402
 from buildllm.kv_cache import KVCache  # noqa: E402
@@ -153,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES) + list(GPT2_SIZE_ALIASES),
                         help="GPT-2 architecture, random weights (default: gpt2-small, 124M)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
-    parser.add_argument("--batch-size", type=int, default=1, help="copies of the prompt generated together (default: 1)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="copies of the prompt generated together (default: 1)")
     parser.add_argument("--prompt", default="Hello, I am", help='prompt text (default: "Hello, I am")')
-    parser.add_argument("--repeats", type=int, default=3, help="timed generations per method; the fastest is kept (default: 3)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed generations per method; the fastest is kept (default: 3)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the random weights (default: 123)")
+    parser.add_argument("--seed", type=seed, default=123, help="seed of the random weights (default: 123)")
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
                         help="folder for generate.png (default: runs/benchmarks in the repository)")
     parser.add_argument("--quick", action="store_true",
@@ -168,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.max_new_tokens, args.repeats = min(args.max_new_tokens, 20), 1
-    for flag in ("max_new_tokens", "batch_size", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     try:
         device = setup_device(args.device, args.threads)
     except (ValueError, RuntimeError) as exc:
+        parser.error(str(exc))
+    out_dir = Path(args.output_dir)
+    try:  # before timing anything: a folder that cannot be written would lose the measurements at the end
+        check_output_paths(out_dir / "generate.png")
+    except UserError as exc:
         parser.error(str(exc))
 
     from buildllm.tokenizer import get_gpt2_tokenizer
@@ -205,8 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     for i, n in enumerate(lengths):
         print(f"{n:6d} " + " ".join(f"{times[i] * 1e3:22.1f}" for times in latencies.values()))
 
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "generate.png"
     plot_results(results, lengths, latencies, args.batch_size, args.max_new_tokens,
                  f"KV cache vs recompute: {size}, {device_name}").savefig(png, dpi=120)

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
+from buildllm.cli import positive_int  # noqa: E402
 from buildllm.device import describe_device, setup_device  # noqa: E402
 from buildllm.generation import generate  # noqa: E402
 from buildllm.llama import LlamaModel, llama_to_hf_state_dict  # noqa: E402
@@ -171,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate (default: 100)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to generate (default: 100)")
     parser.add_argument("--prompt", default=PROMPT, help=f'the user message, wrapped in SmolLM2\'s chat template (default: "{PROMPT}")')
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the table shows the median (default: 5)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds; the table shows the median (default: 5)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
     parser.add_argument("--models-dir", default=None, metavar="DIR",
                         help="models folder (default: $BUILDLLM_MODELS_DIR, else ~/.cache/buildllm/models)")
@@ -186,9 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.max_new_tokens, args.repeats = min(args.max_new_tokens, 8), min(args.repeats, 1)
         args.skip_load_times = True
-    for flag in ("max_new_tokens", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     try:
         device = setup_device("cpu", args.threads)
     except (ValueError, RuntimeError) as exc:

@@ -71,6 +71,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
+from buildllm.cli import (UserError, check_output_paths, dropout_rate, nonnegative_int, positive_float,  # noqa: E402
+                          positive_int, seed)
 from buildllm.device import get_device, set_seed  # noqa: E402
 from buildllm.model import GPT2_SIZES, GPTModel, get_gpt2_config  # noqa: E402
 from buildllm.speed import check_dtype_supported, compile_model, make_adamw, pad_vocab_size  # noqa: E402
@@ -388,26 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--model-size", default="gpt2-small", choices=list(GPT2_SIZES), help="default gpt2-small")
-    parser.add_argument("--emb-dim", type=int, help="override the embedding size of --model-size")
-    parser.add_argument("--n-layers", type=int, help="override the number of transformer blocks")
-    parser.add_argument("--n-heads", type=int, help="override the number of attention heads")
-    parser.add_argument("--context-length", type=int, default=1024, help="tokens per sequence (default 1024)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
-    parser.add_argument("--steps", type=int, default=20,
+    parser.add_argument("--emb-dim", type=positive_int, help="override the embedding size of --model-size")
+    parser.add_argument("--n-layers", type=positive_int, help="override the number of transformer blocks")
+    parser.add_argument("--n-heads", type=positive_int, help="override the number of attention heads")
+    parser.add_argument("--context-length", type=positive_int, default=1024, help="tokens per sequence (default 1024)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="sequences per step (default 8)")
+    parser.add_argument("--steps", type=nonnegative_int, default=20,
                         help="timed training steps per variant; the median counts (default 20; 0 skips the speed table)")
-    parser.add_argument("--warmup", type=int, default=5,
+    parser.add_argument("--warmup", type=nonnegative_int, default=5,
                         help="untimed steps first (compilation happens here; default 5)")
-    parser.add_argument("--drop-rate", type=float, default=0.1, help="dropout in every variant (default 0.1)")
+    parser.add_argument("--drop-rate", type=dropout_rate, default=0.1, help="dropout in every variant (default 0.1)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of: {', '.join(VARIANTS)} (default all)")
-    parser.add_argument("--converge-steps", type=int, default=300,
+    parser.add_argument("--converge-steps", type=nonnegative_int, default=300,
                         help="steps of the convergence check on the-verdict (default 300; 0 skips it)")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend of the compile variants (default inductor)")
-    parser.add_argument("--peak-tflops", type=float,
+    parser.add_argument("--peak-tflops", type=positive_float,
                         help="the GPU's peak dense bfloat16 TFLOP/s for MFU (default: from a table of GPUs)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the weights and batches (default 123)")
+    parser.add_argument("--seed", type=seed, default=123, help="seed of the weights and batches (default 123)")
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
                         help="folder for train_speed.json and train_convergence.png (default runs/benchmarks)")
     parser.add_argument("--quick", action="store_true",
@@ -435,11 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
-    for name in ("context_length", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1.")
-    if args.steps < 0 or args.converge_steps < 0 or args.steps == args.converge_steps == 0:
-        parser.error("--steps and --converge-steps must be >= 0, and not both 0.")
+    if args.steps == args.converge_steps == 0:
+        parser.error("--steps and --converge-steps must not both be 0: nothing would be measured.")
+    out_dir = Path(args.output_dir)
+    try:  # before training anything: a folder that cannot be written would lose the measurements at the end
+        check_output_paths(out_dir / "train_speed.json", *([out_dir / "train_convergence.png"]
+                                                           if args.converge_steps else []))
+    except UserError as exc:
+        parser.error(str(exc))
     try:
         device = get_device(args.device)
     except (ValueError, RuntimeError) as exc:
@@ -477,8 +482,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"(about {baseline / 2**20:.0f} MiB before building the model)." if baseline else
                   "peak MiB: not available on this platform.")
 
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     report = {"device": device_name, "torch": torch.__version__, "config": cfg, "args": vars(args), "speed": rows}
     if args.converge_steps > 0:
         ours = [n for n in names if "hf" not in VARIANTS[n]]

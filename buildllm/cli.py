@@ -9,8 +9,8 @@
 - Number types for ``type=``: `positive_int`, `nonnegative_int`, `positive_float`,
   `nonnegative_float`, `open_fraction`, `probability`, `temperature`, `dropout_rate`,
   `seed`, `port`: nonsense (negative sizes, NaN, infinity, a seed PyTorch refuses) is
-  refused while the command line is parsed. `check_max_new_tokens`, `check_output_paths`
-  and `read_text_file` check what needs more than the option itself, before long work.
+  refused while the command line is parsed. `check_max_new_tokens`, `check_output_paths`,
+  `read_text_file` and `read_json_file` check what needs more than the option itself, before long work.
 - `add_device_argument`: ``--device auto|cpu|cuda|cuda:N|mps`` for every script.
 - `add_weights_arguments` / `load_weights`: ``--weights NAME|PATH``, the models
   folder and the shape of a random model, read by `buildllm.pretrained.load_base_model`.
@@ -22,6 +22,7 @@ Only the standard library is imported at the top, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -124,6 +125,17 @@ def read_text_file(path: str | os.PathLike, flag: str) -> str:
         raise UserError(f"{flag} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
     except OSError as exc:
         raise UserError(f"{flag} {path} cannot be read: {exc.strerror or exc}.") from None
+
+
+
+def read_json_file(path: str | os.PathLike, flag: str, expected: str = "a JSON document"):
+    """The parsed JSON of a file named by `flag`, or `UserError` saying why it cannot be read and what to give."""
+    text = read_text_file(path, flag)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{flag} {Path(path).expanduser()} is not valid JSON ({exc}). Fix the file or give "
+                        f"another one: {expected}.") from None
 
 
 # --- Device ---------------------------------------------------------------------------------------------

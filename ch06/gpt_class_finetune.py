@@ -49,6 +49,7 @@ from buildllm.cli import (  # noqa: E402
     positive_float,
     positive_int,
     run_main,
+    seed,
 )
 from buildllm.datasets import DatasetError  # noqa: E402
 from buildllm.device import set_seed  # noqa: E402
@@ -67,11 +68,10 @@ def build_parser():
     parser.add_argument("--lora-rank", type=positive_int, default=None,
                         help="fine-tune with LoRA of this rank instead of unfreezing layers (appendix E; book: 16)")
     parser.add_argument("--lora-alpha", type=positive_float, default=256.0,
-                        help="LoRA alpha; the update is scaled by alpha/rank. Default 256: with rank 16 a scale of 16, "
-                             "the update size of the book's rank 16, alpha 16 (its code multiplies by alpha without "
-                             "dividing by the rank), so with the default --lr 5e-5 this is the book's appendix E run "
-                             "(GPT-2) and the setting measured on SmolLM2 in appendix-E/appendix-E.ipynb. For another "
-                             "rank keep alpha = 16 x rank; alpha 16 at rank 16 makes updates 16x smaller")
+                        help="LoRA alpha; updates are scaled by alpha/rank, so 256 at rank 16 gives the update size "
+                             "of the book's rank 16, alpha 16 (its code scales by alpha alone): with --lr 5e-5 the "
+                             "book's appendix E run, as measured in appendix-E/appendix-E.ipynb. For another rank "
+                             "keep alpha = 16 x rank")
     parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the training set")
     parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
     parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
@@ -81,7 +81,7 @@ def build_parser():
     parser.add_argument("--eval-freq", type=positive_int, default=50, help="evaluate the loss every N steps")
     parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
     parser.add_argument("--drop-rate", type=dropout_rate, default=0.0, help="dropout during fine-tuning, as in the book")
-    parser.add_argument("--seed", type=int, default=123, help="seed for the data split, the new head and shuffling")
+    parser.add_argument("--seed", type=seed, default=123, help="seed for the data split, the new head and shuffling")
     add_device_argument(parser)
     parser.add_argument("--output-dir", default="runs/ch06", help="where model.pth, plots and results.json go")
     parser.add_argument("--data-dir", default=None,

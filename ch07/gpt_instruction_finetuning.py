@@ -46,7 +46,9 @@ from buildllm.cli import (  # noqa: E402
     pick_device,
     positive_float,
     positive_int,
+    read_json_file,
     run_main,
+    seed,
 )
 from buildllm.datasets import DatasetError, load_json  # noqa: E402
 from buildllm.device import set_seed  # noqa: E402
@@ -59,7 +61,6 @@ from buildllm.instruction import (  # noqa: E402
     create_instruction_dataloader,
     format_input,
     generate_responses,
-    load_instruction_file,
     partition_data,
     save_json,
     validate_entries,
@@ -84,9 +85,9 @@ def build_parser():
     parser.add_argument("--lora-rank", type=positive_int, default=None,
                         help="fine-tune with LoRA of this rank instead of all weights (exercise 7.4; book: 16)")
     parser.add_argument("--lora-alpha", type=positive_float, default=256.0,
-                        help="LoRA alpha; updates scale by alpha/rank. Default 256: with rank 16 a scale of 16, the "
-                             "update size of the book's rank 16, alpha 16 (its code multiplies by alpha without "
-                             "dividing by the rank; see appendix E). For another rank keep alpha = 16 x rank")
+                        help="LoRA alpha; updates are scaled by alpha/rank, so 256 at rank 16 gives the update size "
+                             "of the book's rank 16, alpha 16 (its code scales by alpha alone; see appendix E). For "
+                             "another rank keep alpha = 16 x rank")
     parser.add_argument("--epochs", type=positive_int, default=2, help="passes over the training set")
     parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
     parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
@@ -100,7 +101,7 @@ def build_parser():
     parser.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate the losses every N steps")
     parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per loss evaluation")
     parser.add_argument("--drop-rate", type=dropout_rate, default=0.0, help="dropout during fine-tuning, as in the book")
-    parser.add_argument("--seed", type=int, default=123, help="seed for initialization and shuffling")
+    parser.add_argument("--seed", type=seed, default=123, help="seed for initialization and shuffling")
     add_device_argument(parser)
     parser.add_argument("--output-dir", default="runs/ch07", help="where the model, plot and responses go")
     return parser
@@ -113,12 +114,17 @@ def load_data(args) -> list:
                         f"got {args.max_examples}.")
     try:
         if args.data_file is not None:
-            data = load_instruction_file(args.data_file)
+            data = read_json_file(args.data_file, "--data-file",
+                                  expected="a JSON list of {instruction, input, output} entries")
         else:
             data = load_json("instruction-data")
-            validate_entries(data)
-    except (DatasetError, InstructionDataError, FileNotFoundError) as exc:
+    except DatasetError as exc:
         raise UserError(str(exc)) from None
+    try:
+        validate_entries(data)
+    except InstructionDataError as exc:
+        where = f"--data-file {args.data_file}" if args.data_file is not None else "instruction-data.json"
+        raise UserError(f"{where}: {exc}") from None
     return data if args.max_examples is None else data[: args.max_examples]
 
 

@@ -41,10 +41,12 @@ from buildllm.cli import (
     nonnegative_int,
     positive_float,
     positive_int,
+    read_json_file,
     run_main,
+    seed,
 )
 from buildllm.files import atomic_write_json, check_writable, remove_stale_temp_files
-from buildllm.instruction import InstructionDataError, load_instruction_file
+from buildllm.instruction import InstructionDataError, validate_entries
 from buildllm.judge import (
     BACKENDS,
     DEFAULT_OLLAMA_URL,
@@ -95,7 +97,7 @@ def build_parser():
     parser.add_argument("--backoff", type=nonnegative_float, default=1.0,
                         help="seconds to wait before the first connection retry (doubled for each next one)")
     parser.add_argument("--retries", type=nonnegative_int, default=2, help="extra tries when an answer is not a 0-100 number")
-    parser.add_argument("--seed", type=int, default=123, help="the judge's sampling seed (temperature is 0)")
+    parser.add_argument("--seed", type=seed, default=123, help="the judge's sampling seed (temperature is 0)")
     parser.add_argument("--num-ctx", type=positive_int, default=2048, help="Ollama's context window for the judge")
     parser.add_argument("--limit", type=positive_int, default=None, help="score only the first N entries")
     parser.add_argument("--output", default=None,
@@ -172,10 +174,12 @@ def explain(exc: JudgeError) -> str:
 
 
 def run(args) -> int:
+    entries = read_json_file(args.file, "--file", expected=f"a JSON list of entries with instruction, input, output "
+                                                          f"and {args.json_key}")
     try:
-        entries = load_instruction_file(args.file, required=("instruction", "output", args.json_key))
-    except (InstructionDataError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
+        validate_entries(entries, required=("instruction", "output", args.json_key))
+    except InstructionDataError as exc:
+        raise UserError(f"--file {args.file}: {exc}") from None
     if args.limit is not None:
         entries = entries[: args.limit]
     output = prepare_output(args)

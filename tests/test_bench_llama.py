@@ -20,4 +20,4 @@ def test_bench_llama_generate_quick():
 
 def test_bench_llama_generate_rejects_bad_settings():
     proc = run_script(["benchmarks/bench_llama_generate.py", "--quick", "--repeats", "0"], check=False)
-    assert proc.returncode == 2 and "--repeats must be at least 1" in proc.stderr
+    assert proc.returncode == 2 and "argument --repeats: must be a whole number >= 1, got 0" in proc.stderr

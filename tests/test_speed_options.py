@@ -310,4 +310,4 @@ def test_bench_train_curves_only_and_bad_step_counts(tmp_path):
     report = json.loads((tmp_path / "train_speed.json").read_text())
     assert report["speed"] == [] and set(report["convergence"]) == {"plain"}  # HF variants only in the speed table
     bad = run_script([BENCH, "--quick", "--steps", "0", "--converge-steps", "0"], check=False)
-    assert bad.returncode == 2 and "not both 0" in bad.stderr
+    assert bad.returncode == 2 and "must not both be 0" in bad.stderr
