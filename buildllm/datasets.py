@@ -156,8 +156,11 @@ def get_data_path(
         path.parent.mkdir(parents=True, exist_ok=True)
         _download(spec, path, progress)
     except (DownloadError, ChecksumError, zipfile.BadZipFile, KeyError, OSError, EOFError) as exc:
+        # One piece of advice, ours: download_file's own ("place it at ...") would name the temporary archive of
+        # a zipped dataset, and printed with ours it says the same thing twice in different words.
+        why = "\nTried:\n  " + "\n  ".join(exc.attempts) if getattr(exc, "attempts", None) else f" {exc}"
         raise DatasetError(
-            f"Dataset {name!r} could not be downloaded: {exc}\n"
+            f"Dataset {name!r} could not be downloaded:{why}\n"
             f"To work offline: {_how_to_place(spec, path)}, or set BUILDLLM_DATA_DIR to a folder that holds "
             f"{spec.relpath}."
         ) from None

@@ -54,7 +54,15 @@ RECORD_FORMAT = "buildllm-download-record"
 
 
 class DownloadError(RuntimeError):
-    """A file could not be downloaded from any of its URLs; the message says what to do."""
+    """A file could not be downloaded from any of its URLs; the message says what to do.
+
+    `attempts` lists each failed try ("URL (attempt i/n): why"), for callers that give their
+    own advice (e.g. where to place a file that is unpacked from an archive) instead of ours.
+    """
+
+    def __init__(self, message: str, attempts: Iterable[str] = ()):
+        super().__init__(message)
+        self.attempts = list(attempts)
 
 
 class ChecksumError(RuntimeError):
@@ -426,7 +434,8 @@ def download_file(
     raise DownloadError(
         f"Could not download {dest.name}.\nTried:\n  " + "\n  ".join(errors)
         + f"\nIf this machine has no network, download the file elsewhere from\n  {urls[0]}\n"
-        f"and place it at {dest}"
+        f"and place it at {dest}",
+        attempts=errors,
     )
 
 
