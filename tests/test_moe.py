@@ -190,3 +190,15 @@ def test_equal_to_the_transformers_qwen3_moe_block():
         for implementation in ("loop", "batched"):
             ours.implementation = implementation
             torch.testing.assert_close(ours(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_bench_moe_quick_prints_both_tables_and_checks_equality():
+    from conftest import run_script
+
+    proc = run_script(["benchmarks/bench_moe.py", "--quick", "--device", "cpu", "--threads", "1"])
+    out = proc.stdout
+    assert "1. One MoE layer" in out and "2. Qwen3Model" in out
+    assert "8 experts, loop" in out and "32 experts, batched" in out
+    assert "max |loop - batched|" in out and "tokens/s" in out and "param MiB" in out
+    bad = run_script(["benchmarks/bench_moe.py", "--quick", "--experts", "1", "--top-k", "2"], check=False)
+    assert bad.returncode == 2 and "--top-k (2) must not exceed" in bad.stderr
