@@ -246,3 +246,18 @@ def test_config_from_hf_and_validation():
         with torch.device("meta"):
             model = Qwen3Model(cfg)
         assert model.trf_blocks[0].att.W_query.weight.shape == (cfg["n_heads"] * 128, cfg["emb_dim"])
+
+
+def test_model_files_keep_the_architecture_and_the_experts(tmp_path):
+    from buildllm.checkpoints import load_model, save_model
+
+    model = load_weights_into_qwen3(Qwen3Model({**MOE, "tie_embeddings": True}).eval(),
+                                    hf_qwen3({**MOE, "tie_embeddings": True}).state_dict())
+    save_model(model, tmp_path / "qwen3-moe.pth", {"tokenizer": "test"})
+    again = load_model(tmp_path / "qwen3-moe.pth")
+    assert isinstance(again, Qwen3Model) and again.cfg == model.cfg
+    assert again.out_head.weight is again.tok_emb.weight
+    assert isinstance(again.trf_blocks[1].ff, MoEFeedForward)
+    idx = torch.randint(0, 200, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(again.eval()(idx), model(idx))
