@@ -22,13 +22,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_unreadable
 from faultserver import Mode, start_fault_server, stop_fault_server
 
-import buildllm.datasets as datasets
-import buildllm.download as download
-from buildllm import gpt2, sources
+from buildllm import datasets, download, gpt2, sources
 from buildllm.datasets import DatasetError, get_data_path
-from buildllm.download import ChecksumError, DownloadError, download_file, reachable, record_path, verify_file
+from buildllm.download import (
+    ChecksumError,
+    DownloadError,
+    download_file,
+    reachable,
+    record_path,
+    verify_file,
+)
 from buildllm.sources import WeightsUnavailableError
 
 BODY = random.Random(15).randbytes(200_000)
@@ -61,24 +67,10 @@ def visible(folder: Path) -> list[str]:
 
 @pytest.fixture
 def unreadable(tmp_path) -> Path:
-    """A path whose file exists but cannot be opened: chmod 000 (or, for root, a link to a file root cannot read)."""
+    """A path whose file exists but cannot be opened."""
     path = tmp_path / "unreadable.bin"
     path.write_bytes(BODY)
-    path.chmod(0)
-    try:
-        path.open("rb").close()
-    except PermissionError:
-        return path
-    path.unlink()
-    for target in ("/proc/1/environ", "/proc/1/mem"):
-        try:
-            open(target, "rb").close()
-        except PermissionError:
-            path.symlink_to(target)
-            return path
-        except OSError:
-            continue
-    pytest.skip("no way to make a file unreadable for this user")
+    return make_unreadable(path)
 
 
 @pytest.fixture

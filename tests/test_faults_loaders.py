@@ -20,10 +20,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, load_script
+from conftest import REPO, load_script, make_unreadable
 
 from buildllm import gpt2, sources
-from buildllm.checkpoints import ModelFileError, load_checkpoint, read_model_file, save_checkpoint, save_model
+from buildllm.checkpoints import (
+    ModelFileError,
+    load_checkpoint,
+    read_model_file,
+    save_checkpoint,
+    save_model,
+)
 from buildllm.classification import load_classifier
 from buildllm.gguf_llama import GGUFError, read_llama_gguf
 from buildllm.llama import LlamaModel, load_weights_into_llama
@@ -46,24 +52,10 @@ class Payload:
 
 
 def unreadable_link(folder: Path, name: str, good: Path) -> Path:
-    """A path to a file that exists but cannot be opened (chmod 000, or for root a link to an unreadable file)."""
+    """A path to a copy of `good` that exists but cannot be opened."""
     path = folder / name
     path.write_bytes(good.read_bytes())
-    path.chmod(0)
-    try:
-        path.open("rb").close()
-    except PermissionError:
-        return path
-    path.unlink()
-    for target in ("/proc/1/environ", "/proc/1/mem"):
-        try:
-            open(target, "rb").close()
-        except PermissionError:
-            path.symlink_to(target)
-            return path
-        except OSError:
-            continue
-    pytest.skip("no way to make a file unreadable for this user")
+    return make_unreadable(path)
 
 
 def check_clear(exc: BaseException, path: Path) -> str:

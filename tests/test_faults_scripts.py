@@ -13,77 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import REPO, load_script
-
-SCRIPTS = sorted(
-    path.relative_to(REPO)
-    for pattern in ("ch0*/*.py", "appendix-*/*.py", "benchmarks/*.py")
-    for path in REPO.glob(pattern)
-    if '__name__ == "__main__"' in path.read_text(encoding="utf-8")
-)
-PROBES = ("nan", "inf", "-inf", "-1", "1e999")
-
-# Runs `SCRIPT --help` for every script in one process, keeps the parser each one built and
-# reports, for every option that converts its value to a number, what its type accepts.
-DRIVER = r"""
-import argparse, contextlib, io, json, runpy, sys
-
-original = argparse.ArgumentParser.parse_known_args
-seen = []
-
-def recording(self, args=None, namespace=None):
-    try:
-        return original(self, args, namespace)
-    except SystemExit:
-        seen.append(self)
-        raise
-
-argparse.ArgumentParser.parse_known_args = recording
-probes = json.loads(sys.argv[1])
-reports = {}
-for path in sys.argv[2:]:
-    seen.clear()
-    sys.argv = [path, "--help"]
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            runpy.run_path(path, run_name="__main__")
-        except SystemExit:
-            pass
-    options = {}
-    for action in (seen[0]._actions if seen else []):
-        kind = action.type
-        if kind is None or not action.option_strings or kind in (str,) or getattr(kind, "__name__", "") == "Path":
-            continue
-        accepted = []
-        for value in probes:
-            try:
-                kind(value)
-                accepted.append(value)
-            except (argparse.ArgumentTypeError, ValueError, TypeError, OverflowError):
-                pass
-        if kind in (int, float) or accepted != probes:  # a number type, or one that refuses numbers' nonsense
-            options["/".join(action.option_strings)] = {"type": getattr(kind, "__name__", repr(kind)),
-                                                        "accepted": accepted}
-    reports[path] = options
-print(json.dumps(reports))
-"""
+from conftest import NUMBER_PROBES, REPO, SCRIPTS, load_script, make_unreadable
 
 
 @pytest.fixture(scope="module")
-def numeric_options():
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(PROBES), *map(str, SCRIPTS)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def numeric_options(help_reports):
+    """{script: {flags: {type, accepted}}} for every option that converts its value to a number."""
+    return {str(script): {"/".join(o["flags"]): o for o in report["options"]
+                          if o["type"] in ("int", "float") or (o["type"] and o["accepted"] != list(NUMBER_PROBES))}
+            for script, report in help_reports.items()}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=str)
@@ -125,24 +68,10 @@ def unwritable_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def unreadable(tmp_path) -> Path:
-    """A file that exists but cannot be opened (chmod 000, or for root a link to a file root cannot read)."""
+    """A file that exists but cannot be opened."""
     path = tmp_path / "unreadable.txt"
     path.write_text("text", encoding="utf-8")
-    path.chmod(0)
-    try:
-        path.open("rb").close()
-    except PermissionError:
-        return path
-    path.unlink()
-    for target in ("/proc/1/environ", "/proc/1/mem"):
-        try:
-            open(target, "rb").close()
-        except PermissionError:
-            path.symlink_to(target)
-            return path
-        except OSError:
-            continue
-    pytest.skip("no way to make a file unreadable for this user")
+    return make_unreadable(path)
 
 
 def run(script: str, args: list[str]) -> tuple[int, str, str]:

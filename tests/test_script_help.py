@@ -10,70 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO
-
-SCRIPTS = sorted(
-    path.relative_to(REPO)
-    for pattern in ("ch0*/*.py", "appendix-*/*.py", "benchmarks/*.py")
-    for path in REPO.glob(pattern)
-    if '__name__ == "__main__"' in path.read_text(encoding="utf-8")
-)
-
-# Runs `SCRIPT --help` for every script given, in one process (importing torch once), and reports
-# what each printed, its exit status and, per option, the help line exactly as --help shows it.
-DRIVER = r"""
-import argparse, contextlib, io, json, runpy, sys
-
-original = argparse.ArgumentParser.parse_known_args
-seen = []
-
-def recording(self, args=None, namespace=None):
-    try:
-        return original(self, args, namespace)
-    except SystemExit:
-        seen.append(self)  # the parser that answered --help (a script may pre-parse, e.g. --config)
-        raise
-
-argparse.ArgumentParser.parse_known_args = recording
-reports = {}
-for path in sys.argv[1:]:
-    seen.clear()
-    out, err = io.StringIO(), io.StringIO()
-    sys.argv = [path, "--help"]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            runpy.run_path(path, run_name="__main__")
-            status = 0
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    options = []
-    if seen:
-        parser = seen[0]
-        formatter = parser._get_formatter()
-        for action in parser._actions:
-            if isinstance(action, argparse._HelpAction) or not action.option_strings:
-                continue
-            options.append({
-                "flags": action.option_strings, "default": repr(action.default), "help": action.help or "",
-                "shown": formatter._expand_help(action) if action.help else "",
-                "has_default": action.default not in (None, False, argparse.SUPPRESS)})
-    reports[path] = {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue(), "options": options}
-print(json.dumps(reports))
-"""
+from conftest import SCRIPTS
 
 
 @pytest.fixture(scope="module")
-def reports():
-    """{script: what its --help did}, from one subprocess for all scripts."""
-    proc = subprocess.run([sys.executable, "-c", DRIVER, *map(str, SCRIPTS)], cwd=REPO, check=False,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {script: found[str(script)] for script in SCRIPTS}
+def reports(help_reports):
+    return help_reports
 
 
 def test_the_scripts_are_found():
