@@ -34,7 +34,8 @@ from .llama import LlamaConfig, LlamaModel, TransformerBlock, build_empty_llama,
 from .moe import MoEFeedForward
 
 __all__ = ["Qwen3Config", "Qwen3Model", "QWEN3_0_6B_CONFIG", "QWEN3_30B_A3B_CONFIG", "load_weights_into_qwen3",
-           "qwen3_config_from_hf", "build_empty_qwen3", "fuse_experts"]
+           "qwen3_config_from_hf", "build_empty_qwen3", "fuse_experts", "QWEN3_NAMES", "Qwen3Tokenizer",
+           "fetch_qwen3", "load_qwen3", "load_qwen3_folder", "load_qwen3_tokenizer", "qwen3_folder"]
 
 # --- 1. Configuration ----------------------------------------------------------------------------------
 
@@ -280,3 +281,309 @@ def qwen3_config_from_hf(hf_config: Mapping, **overrides) -> dict:
     cfg.update(overrides)
     Qwen3Config.from_dict(cfg)  # fail here, with advice, on anything inconsistent
     return cfg
+
+
+# --- 4. The published Qwen3-0.6B: its tokenizer and chat format ----------------------------------------------
+#
+# ``--weights qwen3-0.6b`` loads Hugging Face's Qwen/Qwen3-0.6B (Apache-2.0): config.json -> `qwen3_config_from_hf`
+# -> `Qwen3Model` -> `load_weights_into_qwen3` from model.safetensors, and the tokenizer from tokenizer.json
+# through Hugging Face's `tokenizers` library (a byte-level BPE of 151,643 tokens plus special tokens; writing it
+# ourselves, as `buildllm.smollm2` does for SmolLM2, would teach nothing new here). The files are fetched into
+# <models_dir>/qwen3/Qwen3-0.6B/ where Hugging Face is reachable; elsewhere the error says what to fetch.
+
+QWEN3_NAMES = ("qwen3-0.6b",)
+QWEN3_IM_START, QWEN3_IM_END, QWEN3_ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+EMPTY_THINK = "<think>\n\n</think>\n\n"  # written after "<|im_start|>assistant\n" when thinking is off
+
+
+def _import_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        from .sources import WeightsError
+
+        raise WeightsError("Qwen3's tokenizer is read with Hugging Face's tokenizers library, which is not installed: "
+                           "pip install tokenizers") from None
+    return tokenizers
+
+
+class Qwen3Tokenizer:
+    """Qwen3's tokenizer (Hugging Face's ``tokenizer.json``, run by the `tokenizers` library) with tiktoken's interface.
+
+    ``encode(text, allowed_special=...)``: special tokens (``<|im_start|>`` ...) written in the
+    text raise ValueError unless allowed, as in tiktoken; ``decode(ids)``; ``n_vocab``;
+    ``eot_token`` (``<|endoftext|>``); for chat ``im_start_id``, ``im_end_id`` (``<|im_end|>``
+    ends every turn: the token to stop at) and `apply_chat_template`.
+    """
+
+    def __init__(self, tokenizer):
+        self.hf = tokenizer
+        self.padded_vocab: int | None = None  # the model's vocab_size, set by the loader (see `decode`)
+        added = tokenizer.get_added_tokens_decoder()  # {id: AddedToken}
+        self.special_tokens = {token.content: i for i, token in added.items() if token.special}
+        missing = [t for t in (QWEN3_IM_START, QWEN3_IM_END) if t not in self.special_tokens]
+        if missing:
+            raise ValueError(f"This tokenizer has no special token(s) {missing}: it is not a Qwen chat tokenizer.")
+        self.eot_token = self.special_tokens.get(QWEN3_ENDOFTEXT, self.special_tokens[QWEN3_IM_END])
+        self.im_start_id = self.special_tokens[QWEN3_IM_START]
+        self.im_end_id = self.special_tokens[QWEN3_IM_END]
+        # Special tokens are found by `encode` itself (to honour allowed_special); the library encodes the text
+        # between them with special tokens read as plain text. Added tokens that are not special (<think>,
+        # </think>) are still recognised by the library, as in Qwen's own tokenizer.
+        self.hf.encode_special_tokens = True
+        names = sorted(self.special_tokens, key=len, reverse=True)
+        self._special = re.compile("|".join(re.escape(name) for name in names))
+
+    @classmethod
+    def from_file(cls, tokenizer_json) -> Qwen3Tokenizer:
+        """Read Hugging Face's ``tokenizer.json`` (ValueError if it is not a Qwen chat tokenizer)."""
+        tokenizers = _import_tokenizers()
+        try:
+            return cls(tokenizers.Tokenizer.from_file(str(tokenizer_json)))
+        except Exception as exc:  # the library raises plain Exception for a malformed file
+            if isinstance(exc, ValueError):
+                raise
+            raise ValueError(f"{tokenizer_json} cannot be read as a tokenizer.json ({exc}).") from None
+
+    @property
+    def n_vocab(self) -> int:
+        """Number of token IDs the tokenizer can produce (the model's vocab_size may be larger: padding)."""
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, allowed_special="none", disallowed_special="all") -> list[int]:
+        """Return the token IDs of `text`; special tokens as in tiktoken (allowed: one ID; disallowed: ValueError)."""
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif allowed_special == "none":
+            allowed = set()
+        else:
+            allowed = set(allowed_special)
+        disallowed = set(self.special_tokens) - allowed if disallowed_special == "all" else set(disallowed_special)
+        ids: list[int] = []
+        start = 0
+        for match in self._special.finditer(text):
+            token = match.group()
+            if token in allowed:
+                ids += self._plain(text[start:match.start()])
+                ids.append(self.special_tokens[token])
+                start = match.end()
+            elif token in disallowed:
+                raise ValueError(f"The text contains the special token {token!r}. Pass allowed_special={{{token!r}}} "
+                                 f"(or 'all') to encode it as a special token.")
+        return ids + self._plain(text[start:])
+
+    def _plain(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids if text else []
+
+    def decode(self, ids) -> str:
+        """Return the text of token IDs `ids`, special tokens included.
+
+        The model's vocabulary is padded beyond the tokenizer's (Qwen3-0.6B: 151,936 rows for
+        151,669 tokens); those IDs below `padded_vocab` have no text and decode to nothing,
+        as in Hugging Face's tokenizer. Other IDs raise ValueError.
+        """
+        ids = [int(i) for i in ids]
+        limit = max(self.n_vocab, self.padded_vocab or 0)
+        bad = next((i for i in ids if not 0 <= i < limit), None)
+        if bad is not None:
+            raise ValueError(f"Token ID {bad} is not in Qwen3's vocabulary (IDs 0..{limit - 1}).")
+        return self.hf.decode([i for i in ids if i < self.n_vocab], skip_special_tokens=False)
+
+    def __repr__(self) -> str:
+        return f"Qwen3Tokenizer(n_vocab={self.n_vocab}, special_tokens={len(self.special_tokens)})"
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tokenize: bool = False):
+        """Write `messages` ([{"role": "user", "content": "..."}, ...]) in Qwen3's chat format, thinking off.
+
+        Every turn is ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (roles system, user,
+        assistant; no default system message). With `add_generation_prompt` the model's turn
+        follows: ``<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n``. That empty think block is
+        how Qwen3's template switches its "thinking" off (``enable_thinking=False``): the model
+        answers at once instead of reasoning in a ``<think>`` block first. Only this
+        non-thinking chat is implemented (no thinking mode, no tools). As Qwen3's template
+        does, an earlier answer that holds a ``<think>...</think>`` block keeps only what
+        follows it. ``tokenize=True`` returns the token IDs instead of the text.
+        """
+        parts = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) \
+                    or not isinstance(message.get("content"), str):
+                raise ValueError(f"Message {i} must be a dict with string 'role' and 'content', got {message!r}.")
+            role, content = message["role"], message["content"]
+            if role not in ("system", "user", "assistant"):
+                raise ValueError(f"Message {i} has role {role!r}; Qwen3Tokenizer's chat format knows system, user "
+                                 f"and assistant (no tools).")
+            if role == "system" and i:
+                raise ValueError(f"Message {i} is a system message; only the first message may be one.")
+            if role == "assistant" and "</think>" in content:
+                content = content.split("</think>")[-1].lstrip("\n")
+            parts.append(f"{QWEN3_IM_START}{role}\n{content}{QWEN3_IM_END}\n")
+        if add_generation_prompt:
+            parts.append(f"{QWEN3_IM_START}assistant\n{EMPTY_THINK}")
+        text = "".join(parts)
+        return self.encode(text, allowed_special={QWEN3_IM_START, QWEN3_IM_END}) if tokenize else text
+
+
+# --- 5. The published Qwen3-0.6B: files and loading ----------------------------------------------------------
+
+
+def qwen3_folder(name: str = "qwen3-0.6b", models_dir=None):
+    """The folder of Qwen3 `name`'s Hugging Face files: <models_dir>/qwen3/Qwen3-0.6B."""
+    from .sources import models_dir as models_folder
+    from .sources import qwen3_hf_files
+
+    return (models_folder(models_dir) / qwen3_hf_files(name)[0].relpath).parent
+
+
+def _file_problem(path, spec) -> str | None:
+    """None if `path` is usable (present; equal to its download record, if it has one), else why not."""
+    from .download import ChecksumError, verify_file
+
+    if not path.exists():
+        return "missing"
+    try:
+        verify_file(path, spec.sha256, spec.size)
+    except ChecksumError as exc:
+        return f"present but damaged ({exc})"
+    return None
+
+
+def _unavailable(name: str, root, problems: dict, reason: str) -> str:
+    from .sources import QWEN3_FILE_NOTES, QWEN3_HF_REPOS, qwen3_hf_files
+
+    files = {spec.relpath.rsplit("/", 1)[1]: spec for spec in qwen3_hf_files(name)}
+    folder = qwen3_folder(name, root).resolve()
+    listed = []
+    for file, problem in problems.items():
+        note = QWEN3_FILE_NOTES.get(file)
+        listed.append(f"{file}{f' ({note})' if note else ''}{'' if problem == 'missing' else ': ' + problem}")
+    lines = [
+        f"Qwen3 weights {name} (Hugging Face {QWEN3_HF_REPOS[name]}, Apache-2.0) are not available: {reason}",
+        f"Looked in: {folder} (the models folder; --models-dir or the environment variable BUILDLLM_MODELS_DIR "
+        f"changes it)",
+        "Missing or unusable: " + "; ".join(listed),
+        f"To fix: on a machine that reaches Hugging Face run python ch05/gpt_download.py --weights {name} and copy "
+        f"{folder} here; or download these files by hand into {folder}:",
+    ]
+    lines += [f"    {files[file].urls[0]}" for file in problems]
+    return "\n".join(lines)
+
+
+def fetch_qwen3(name: str = "qwen3-0.6b", models_dir=None, progress: bool = True, retries: int = 3, *,
+                download: bool = True):
+    """Make sure Qwen3 `name`'s four Hugging Face files lie usable in the models folder; return their folder.
+
+    Files already there are checked against their download record (if they have one) and kept;
+    missing ones are downloaded from Hugging Face when it is reachable (and `download`).
+    Raises `WeightsUnavailableError` saying which files to fetch and where to put them.
+    """
+    from .download import ChecksumError, DownloadError, download_file, reachable
+    from .sources import WeightsUnavailableError, qwen3_hf_files
+    from .sources import models_dir as models_folder
+
+    root = models_folder(models_dir)
+    specs = qwen3_hf_files(name)
+    problems = {}
+    for spec in specs:
+        problem = _file_problem(root / spec.relpath, spec)
+        if problem is not None:
+            problems[spec.relpath.rsplit("/", 1)[1]] = problem
+    if not problems:
+        return qwen3_folder(name, root)
+    if not download:
+        raise WeightsUnavailableError(_unavailable(name, root, problems, "the files are not in the models folder "
+                                                                         "(downloading was not asked for)."))
+    todo = [spec for spec in specs if spec.relpath.rsplit("/", 1)[1] in problems]
+    if not reachable(todo[0].urls, timeout=5.0):
+        raise WeightsUnavailableError(_unavailable(name, root, problems, "Hugging Face cannot be reached from this "
+                                                                         "machine."))
+    for i, spec in enumerate(todo):
+        try:
+            download_file(spec.urls, root / spec.relpath, size=spec.size, sha256=spec.sha256, retries=retries,
+                          progress=progress)
+        except (DownloadError, ChecksumError) as exc:
+            left = {file: problems[file] for file in (s.relpath.rsplit("/", 1)[1] for s in todo[i:])}
+            reason = f"downloading {spec.relpath} failed.\n{exc}"
+            raise WeightsUnavailableError(_unavailable(name, root, left, reason)) from None
+    return qwen3_folder(name, root)
+
+
+def load_qwen3_tokenizer(folder) -> Qwen3Tokenizer:
+    """The tokenizer of a Qwen3 folder (its ``tokenizer.json``), as a `Qwen3Tokenizer`; raises `WeightsError`."""
+    from pathlib import Path
+
+    from .sources import WeightsError
+
+    path = Path(folder) / "tokenizer.json"
+    try:
+        return Qwen3Tokenizer.from_file(path)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path} cannot be used as Qwen3's tokenizer: {exc} Delete it and download it again.") \
+            from None
+
+
+def load_qwen3_folder(folder, device: str | torch.device = "cpu", dtype: str = "float32"):
+    """Load a folder of Hugging Face Qwen3 files (config.json, model.safetensors, tokenizer.json) -> (model, tokenizer).
+
+    The model is a `Qwen3Model` in eval mode on `device`, its weights converted to `dtype`
+    (the published bfloat16 becomes float32 by default: CPUs compute bfloat16 slowly).
+    Raises `WeightsError` naming the file that cannot be used and what to do.
+    """
+    import json
+    from pathlib import Path
+
+    from .sources import WeightsError
+
+    folder = Path(folder)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
+    if missing:
+        raise WeightsError(f"{folder} lacks {', '.join(missing)}: a Qwen3 folder needs config.json, "
+                           f"model.safetensors and tokenizer.json (as on Hugging Face).")
+    try:
+        hf_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(hf_config, dict):
+            raise ValueError("it does not hold a JSON object")
+        cfg = qwen3_config_from_hf(hf_config, dtype=dtype)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # (ConfigError is a ValueError)
+        raise WeightsError(f"{folder / 'config.json'} is not a usable Qwen3 config ({type(exc).__name__}: {exc}).") \
+            from None
+    tokenizer = load_qwen3_tokenizer(folder)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = folder / "model.safetensors"
+    try:
+        state_dict = load_file(weights)
+    except (OSError, SafetensorError) as exc:
+        raise WeightsError(f"{weights} cannot be read as a safetensors file ({exc}): it is truncated or corrupt. "
+                           f"Delete it and download it again.") from None
+    model = build_empty_qwen3(cfg, device)
+    try:
+        load_weights_into_qwen3(model, state_dict, assign=True)  # the tensors were read for this model only
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{weights} does not fit the model its config.json describes ({exc}).") from None
+    if tokenizer.n_vocab > model.cfg.vocab_size:
+        raise WeightsError(f"{folder / 'tokenizer.json'} has {tokenizer.n_vocab} tokens but the model only "
+                           f"{model.cfg.vocab_size} (config.json vocab_size): they do not belong together.")
+    tokenizer.padded_vocab = model.cfg.vocab_size
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state_dict.values()})
+    model.weights_source = f"{weights} (safetensors, {'/'.join(dtypes)}, loaded as {dtype})"
+    return model.eval(), tokenizer
+
+
+def load_qwen3(name: str = "qwen3-0.6b", models_dir=None, device: str | torch.device = "cpu", progress: bool = True,
+               *, dtype: str = "float32", download: bool = True):
+    """Load Qwen3 `name` ("qwen3-0.6b") from the models folder, fetching its files first if needed.
+
+    Returns (`Qwen3Model` in eval mode, `Qwen3Tokenizer`). Raises `WeightsUnavailableError`
+    (which files to fetch, where to put them) when the files are neither there nor
+    downloadable, and `WeightsError` when a file there cannot be used.
+    """
+    from .sources import QWEN3_HF_REPOS
+
+    if name not in QWEN3_NAMES:
+        raise ValueError(f"Unknown Qwen3 name {name!r}; choose one of {', '.join(QWEN3_NAMES)}.")
+    folder = fetch_qwen3(name, models_dir, progress, download=download)
+    model, tokenizer = load_qwen3_folder(folder, device, dtype)
+    model.weights_source = f"Hugging Face {QWEN3_HF_REPOS[name]}: {model.weights_source}"
+    return model, tokenizer

@@ -3,7 +3,8 @@
 One registry for data and weights alike: each `RemoteFile` names its URLs (primary
 first, then mirrors), its size and its SHA-256 where they are known, and the path
 it takes inside its folder. `buildllm.datasets` serves the data files by name,
-`buildllm.gpt2` the GPT-2 weights, and the SmolLM2 loader its GGUF file.
+`buildllm.gpt2` the GPT-2 weights, the SmolLM2 loader its GGUF file and
+`buildllm.qwen3` the Qwen3-0.6B files.
 
 Folders:
 
@@ -225,4 +226,33 @@ def smollm2_hf_files(name: str) -> tuple[RemoteFile, ...]:
                    urls=(SMOLLM2_HF_URL.format(repo=repo, file=file),),
                    description=f"Hugging Face {repo}: {file}")
         for file in SMOLLM2_HF_FILES
+    )
+
+
+# --- Qwen3 weights (buildllm.qwen3) ------------------------------------------------------------------
+#
+# Hugging Face only (Qwen/Qwen3-0.6B, Apache-2.0), one folder per repository:
+#     <models_dir>/qwen3/Qwen3-0.6B/config.json, tokenizer.json, tokenizer_config.json, model.safetensors
+# model.safetensors holds the weights in bfloat16 (about 1.5 GB; about 3 GB in memory as float32).
+# No size or SHA-256 is pinned: this project's machine cannot reach Hugging Face, so none could be
+# checked here. The files are verified by the download record of `buildllm.download` instead (the server
+# must state each file's length; size and SHA-256 of the first complete download are recorded beside it
+# and checked on every later load).
+
+QWEN3_HF_REPOS = {"qwen3-0.6b": "Qwen/Qwen3-0.6B"}
+QWEN3_HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors")
+QWEN3_FILE_NOTES = {"model.safetensors": "about 1.5 GB, bfloat16"}
+
+
+def qwen3_hf_files(name: str) -> tuple[RemoteFile, ...]:
+    """The Hugging Face files of Qwen3 `name` ("qwen3-0.6b"), in <models_dir>/qwen3/<repository name>/."""
+    if name not in QWEN3_HF_REPOS:
+        raise ValueError(f"Unknown Qwen3 name {name!r}; choose one of {', '.join(QWEN3_HF_REPOS)}.")
+    repo = QWEN3_HF_REPOS[name]
+    folder = repo.split("/")[1]
+    return tuple(
+        RemoteFile(name=f"{name}/{file}", relpath=f"qwen3/{folder}/{file}",
+                   urls=(SMOLLM2_HF_URL.format(repo=repo, file=file),),
+                   description=f"Hugging Face {repo}: {file}")
+        for file in QWEN3_HF_FILES
     )
