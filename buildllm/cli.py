@@ -196,8 +196,9 @@ def add_weights_arguments(parser: argparse.ArgumentParser, default: str, random_
         "--weights", default=default, metavar="NAME|PATH",
         help="starting weights: gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (OpenAI's GPT-2; 124M/355M/774M/1558M "
              "also work), smollm2-135m-instruct or smollm2-135m (SmolLM2, a Llama-style model; the instruct "
-             "version also reaches machines without internet), random (random init), or the PATH of a model file "
-             "written by buildllm.checkpoints.save_model (e.g. model.pth of an earlier chapter's script)")
+             "version also reaches machines without internet), qwen3-0.6b (Qwen3-0.6B from Hugging Face), random "
+             "(random init), or the PATH of a model file written by buildllm.checkpoints.save_model (e.g. model.pth "
+             "of an earlier chapter's script) or of a folder of Hugging Face Qwen3 files")
     parser.add_argument("--models-dir", default=None, metavar="DIR",
                         help=f"folder of downloaded pretrained weights (default: $BUILDLLM_MODELS_DIR, else "
                              f"{Path('~/.cache/buildllm/models')})")
@@ -233,7 +234,7 @@ def download_main(argv: list[str] | None, *, chapter: str, default_weights: str,
                          f"and kept; nothing is downloaded twice.")
     parser.add_argument("--weights", default=default_weights,
                         choices=["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "124M", "355M", "774M",
-                                 "1558M", "smollm2-135m-instruct", "smollm2-135m"],
+                                 "1558M", "smollm2-135m-instruct", "smollm2-135m", "qwen3-0.6b"],
                         help="which weights")
     parser.add_argument("--source", default="huggingface", choices=("huggingface", "openai"),
                         help="GPT-2 only: huggingface (one model.safetensors file, no TensorFlow needed) or openai "
@@ -251,6 +252,10 @@ def download_main(argv: list[str] | None, *, chapter: str, default_weights: str,
                 from .smollm2 import fetch_smollm2
 
                 folder = fetch_smollm2(args.weights, args.models_dir)
+            elif args.weights.startswith("qwen3"):
+                from .qwen3 import fetch_qwen3
+
+                folder = fetch_qwen3(args.weights, args.models_dir, retries=args.retries)
             else:
                 from .gpt2 import download_gpt2_files
 

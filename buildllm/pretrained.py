@@ -6,8 +6,11 @@
   OpenAI's weights, read from the models folder or downloaded there;
 - ``smollm2-135m-instruct`` / ``smollm2-135m``: SmolLM2, a Llama-style model whose
   weights reach machines without internet (see `buildllm.smollm2`);
+- ``qwen3-0.6b``: Qwen3-0.6B from Hugging Face's files (see `buildllm.qwen3`, section 4),
+  read from the models folder or downloaded there where Hugging Face is reachable;
 - ``random``: a randomly initialized GPT-2 architecture (``random_config`` changes it);
-- the PATH of a model file written by `buildllm.checkpoints.save_model`.
+- the PATH of a model file written by `buildllm.checkpoints.save_model`, or of a folder
+  of Hugging Face Qwen3 files (config.json, model.safetensors, tokenizer.json).
 
 It always returns a `BaseModel` (model, tokenizer, description, meta) and raises only
 `buildllm.sources.WeightsError` (with what to do). Given several candidates, e.g.
@@ -32,7 +35,8 @@ from .sources import WeightsError, WeightsUnavailableError, models_dir
 from .tokenizer import get_gpt2_tokenizer
 
 SMOLLM2_NAMES = ("smollm2-135m-instruct", "smollm2-135m")
-PRETRAINED_NAMES = (*GPT2_SIZES, *GPT2_SIZE_ALIASES, *SMOLLM2_NAMES)
+QWEN3_NAMES = ("qwen3-0.6b",)  # = buildllm.qwen3.QWEN3_NAMES (not imported here: it would load the module early)
+PRETRAINED_NAMES = (*GPT2_SIZES, *GPT2_SIZE_ALIASES, *SMOLLM2_NAMES, *QWEN3_NAMES)
 WEIGHT_CHOICES = (*PRETRAINED_NAMES, "random")
 RANDOM_KEYS = ("model_size", "emb_dim", "n_layers", "n_heads", "context_length")
 
@@ -42,19 +46,19 @@ class BaseModel:
     """A starting model with everything needed to use it."""
 
     model: nn.Module
-    tokenizer: object  # encode/decode/eot_token: tiktoken's GPT-2 encoding, or SmolLM2's tokenizer
+    tokenizer: object  # encode/decode/eot_token: tiktoken's GPT-2 encoding, SmolLM2's or Qwen3's tokenizer
     name: str  # what was loaded: a weights name, "random", or a file path
     description: str  # one line for people
     meta: dict = field(default_factory=dict)  # what a model file says about itself (task, tokenizer, ...)
 
     @property
     def tokenizer_name(self) -> str:
-        """The name that model files store for this tokenizer ("gpt2" or a SmolLM2 name)."""
+        """The name that model files store for this tokenizer ("gpt2", a SmolLM2 or Qwen3 name, or a folder)."""
         return self.meta.get("tokenizer", "gpt2")
 
     @property
     def chat_format(self) -> str | None:
-        """How to talk to this model: "chat-template" (SmolLM2), a ch07 prompt style ("alpaca", "phi3"), or None."""
+        """How to talk to this model: "chat-template" (SmolLM2, Qwen3), a ch07 prompt style ("alpaca" ...), or None."""
         if self.meta.get("prompt_style"):
             return self.meta["prompt_style"]
         if hasattr(self.tokenizer, "apply_chat_template") and self.meta.get("instruction_tuned"):
@@ -70,8 +74,8 @@ class BaseModel:
         if style is None:
             raise WeightsError(
                 f"{self.description} was not instruction-tuned: it continues text instead of answering. Use an "
-                f"instruction-tuned model (smollm2-135m-instruct, or a model.pth written by chapter 7's "
-                f"fine-tuning), or generate without the chat format."
+                f"instruction-tuned model (smollm2-135m-instruct, qwen3-0.6b, or a model.pth written by "
+                f"chapter 7's fine-tuning), or generate without the chat format."
             )
         if style == "chat-template":
             messages = []
@@ -97,18 +101,29 @@ def chapter_model_path(chapter: str, models_root: str | os.PathLike | None = Non
 def describe_weights_choices() -> str:
     """One sentence listing what --weights accepts (for help texts and errors)."""
     return (f"a GPT-2 size ({', '.join(GPT2_SIZES)}; OpenAI's weights), {' or '.join(SMOLLM2_NAMES)} (SmolLM2, "
-            f"also offline), 'random' (random init), or the PATH of a model file")
+            f"also offline), {' or '.join(QWEN3_NAMES)} (Qwen3, from Hugging Face), 'random' (random init), or the "
+            f"PATH of a model file (or of a folder of Hugging Face Qwen3 files)")
 
 
 def get_tokenizer(name: str = "gpt2", models_root: str | Path | None = None):
-    """Return the tokenizer a model file names: "gpt2" (tiktoken's encoding, offline) or a SmolLM2 name."""
+    """Return the tokenizer a model file names: "gpt2" (tiktoken's encoding, offline), a SmolLM2 or Qwen3 name,
+    or the folder of a Qwen3 model (its tokenizer.json)."""
     if name == "gpt2":
         return get_gpt2_tokenizer()
     if name in SMOLLM2_NAMES:
         from .smollm2 import load_smollm2_tokenizer
 
         return load_smollm2_tokenizer(models_dir(models_root))
-    raise WeightsError(f"Unknown tokenizer {name!r}; known: gpt2, {', '.join(SMOLLM2_NAMES)}.")
+    if name in QWEN3_NAMES:
+        from .qwen3 import fetch_qwen3, load_qwen3_tokenizer
+
+        return load_qwen3_tokenizer(fetch_qwen3(name, models_root))
+    if (Path(name).expanduser() / "tokenizer.json").is_file():
+        from .qwen3 import load_qwen3_tokenizer
+
+        return load_qwen3_tokenizer(Path(name).expanduser())
+    raise WeightsError(f"Unknown tokenizer {name!r}; known: gpt2, {', '.join((*SMOLLM2_NAMES, *QWEN3_NAMES))}, or "
+                       f"a folder holding a Qwen3 tokenizer.json.")
 
 
 def _random_gpt(random_config: dict, drop_rate: float, device) -> BaseModel:
@@ -124,6 +139,27 @@ def _random_gpt(random_config: dict, drop_rate: float, device) -> BaseModel:
     shown = ", ".join(f"{k}={v}" for k, v in overrides.items())
     return BaseModel(GPTModel(cfg).to(device), get_gpt2_tokenizer(), "random",
                      f"random initialization ({size}{', ' + shown if shown else ''})", {"tokenizer": "gpt2"})
+
+
+def _load_hf_folder(path: Path, device, drop_rate: float) -> BaseModel:
+    """A folder of Hugging Face files: Qwen3 (config.json says model_type "qwen3") is the one architecture read so."""
+    import json
+
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if model_type != "qwen3":
+        raise WeightsError(f"{path} is a folder, but not one of Hugging Face Qwen3 files (config.json with model_type "
+                           f"'qwen3', model.safetensors, tokenizer.json). Give {describe_weights_choices()}.")
+    from .qwen3 import load_qwen3_folder
+
+    model, tokenizer = load_qwen3_folder(path, device)
+    set_dropout(model, drop_rate)
+    # Qwen names its base (not instruction-tuned) models "...-Base", e.g. Qwen/Qwen3-0.6B-Base.
+    tuned = not path.resolve().name.lower().endswith("-base")
+    return BaseModel(model, tokenizer, str(path), f"the Qwen3 model in {path}",
+                     {"tokenizer": str(path.resolve()), "instruction_tuned": tuned})
 
 
 def _load_one(weights: str, models_root, device, drop_rate: float, random_config: dict) -> BaseModel:
@@ -145,10 +181,19 @@ def _load_one(weights: str, models_root, device, drop_rate: float, random_config
         set_dropout(model, drop_rate)
         return BaseModel(model, tokenizer, weights, f"SmolLM2 ({weights}, Llama architecture, its own tokenizer)",
                          {"tokenizer": weights, "instruction_tuned": weights.endswith("-instruct")})
+    if weights in QWEN3_NAMES:
+        from .qwen3 import load_qwen3
+
+        model, tokenizer = load_qwen3(weights, models_root, device=device)
+        set_dropout(model, drop_rate)
+        return BaseModel(model, tokenizer, weights, f"Qwen3 ({weights}, Qwen3 architecture, its own tokenizer)",
+                         {"tokenizer": weights, "instruction_tuned": True})
     path = Path(weights).expanduser()
     if not path.exists():
         raise WeightsError(f"Weights {weights!r}: neither a known name nor an existing file. Give "
                            f"{describe_weights_choices()}.")
+    if path.is_dir():
+        return _load_hf_folder(path, device, drop_rate)
     try:
         model, meta = read_model_file(path, device)
     except ModelFileError as exc:

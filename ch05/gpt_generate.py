@@ -4,15 +4,18 @@
     python ch05/gpt_generate.py --weights runs/ch05/model.pth --temperature 0  # greedy, your model
     python ch05/gpt_generate.py --weights smollm2-135m-instruct --chat \\
         --prompt "What is the capital of France?" --temperature 0 --max-new-tokens 12
+    python ch05/gpt_generate.py --weights qwen3-0.6b --chat --prompt "What is the capital of France?"
 
 GPT-2's weights come from the models folder (--models-dir, else $BUILDLLM_MODELS_DIR,
 else ~/.cache/buildllm/models) and are downloaded there when missing (see
 gpt_download.py). Where GPT-2 cannot be downloaded, SmolLM2-135M-Instruct stands in:
 a Llama-style model of similar size with its own tokenizer, whose 4-bit weights also
-reach machines without internet. --chat wraps the prompt in the model's chat format
-(SmolLM2's chat template, or the prompt style a chapter 7 model was fine-tuned with)
-and stops at the end of the answer. A prompt longer than the model's context is
-cropped to its last tokens, with a warning.
+reach machines without internet. qwen3-0.6b (Qwen3-0.6B: about 1.5 GB from Hugging
+Face, downloaded into the models folder where Hugging Face is reachable) runs its
+own tokenizer. --chat wraps the prompt in the model's chat format (SmolLM2's or
+Qwen3's chat template, Qwen3 with thinking off, or the prompt style a chapter 7
+model was fine-tuned with) and stops at the end of the answer. A prompt longer than
+the model's context is cropped to its last tokens, with a warning.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from buildllm.sources import WeightsError
 
 
 def build_parser():
-    parser = make_parser("Generate text with GPT-2, SmolLM2 or a model trained by an earlier chapter (chapter 5).")
+    parser = make_parser("Generate text with GPT-2, SmolLM2, Qwen3 or a model trained by an earlier chapter "
+                         "(chapter 5).")
     parser.add_argument("--prompt", default="Every effort moves you", help="text to continue (or, with --chat, "
                                                                             "the message to answer)")
     add_weights_arguments(parser, default="gpt2-small", random_shape=False)
     parser.add_argument("--chat", action="store_true",
                         help="wrap --prompt in the model's chat format and print only the answer (instruction-"
-                             "tuned models: smollm2-135m-instruct, or a chapter 7 model.pth)")
+                             "tuned models: smollm2-135m-instruct, qwen3-0.6b, or a chapter 7 model.pth)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=25, help="tokens to generate")
     parser.add_argument("--temperature", type=temperature, default=1.5, help="0 = greedy; higher = more random")
     parser.add_argument("--top-k", type=positive_int, default=50,

@@ -2,12 +2,14 @@
 
     python ch07/chat.py --weights runs/ch07/model.pth           # the model chapter 7's script fine-tuned
     python ch07/chat.py --weights smollm2-135m-instruct         # SmolLM2, instruction-tuned by its authors
+    python ch07/chat.py --weights qwen3-0.6b                    # Qwen3-0.6B (Hugging Face), thinking off
     printf 'Rewrite the sentence using a simile.\\n/quit\\n' | python ch07/chat.py --weights runs/ch07/model.pth
 
 Each line you type is one instruction. Earlier turns stay in the prompt (oldest
 dropped when the context fills up) until you type /reset; /quit or end of input
 (Ctrl-D) leaves. The prompt format comes from the model: the prompt style a chapter
-7 model was fine-tuned with (stored in its model.pth), or SmolLM2's chat template.
+7 model was fine-tuned with (stored in its model.pth), or SmolLM2's or Qwen3's chat
+template (Qwen3 without its "thinking": an empty think block starts every answer).
 A model that was never instruction-tuned (e.g. chapter 5's model.pth) is refused
 with advice: it would only continue your text.
 """
@@ -60,7 +62,7 @@ def run(args) -> int:
             base.chat_prompt([("", None)])
         except WeightsError as exc:
             raise UserError(f"{exc}\nChat with ch07/chat.py --weights runs/ch07/model.pth after chapter 7's "
-                            f"fine-tuning, or --weights smollm2-135m-instruct.") from None
+                            f"fine-tuning, or --weights smollm2-135m-instruct (or qwen3-0.6b).") from None
     model = base.model.eval()
     set_seed(args.seed)
     context = model.cfg["context_length"]
