@@ -185,6 +185,24 @@ def check_ddp_device(name: str) -> None:
 
 # --- Weights --------------------------------------------------------------------------------------------
 
+def add_finetune_arguments(parser: argparse.ArgumentParser, *, instead: str, exercise: str, epochs: int,
+                           batch: str) -> None:
+    """The fine-tuning options chapters 6 and 7 share: LoRA (appendix E) and the book's AdamW settings.
+
+    `instead` says what LoRA replaces ("unfreezing layers", "all weights"), `exercise` where the book uses it.
+    """
+    parser.add_argument("--lora-rank", type=positive_int, default=None,
+                        help=f"fine-tune with LoRA of this rank instead of {instead} ({exercise}; book: 16)")
+    parser.add_argument("--lora-alpha", type=positive_float, default=256.0,
+                        help="LoRA alpha; updates are scaled by alpha/rank, so 256 at rank 16 gives the update size "
+                             "of the book's rank 16, alpha 16 (its code scales by alpha alone; measured in "
+                             "appendix-E/appendix-E.ipynb). For another rank keep alpha = 16 x rank")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
+    parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
+    parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help=f"{batch} per batch")
+
+
 def default_models_dir() -> str:
     """The models folder shown in --help: BUILDLLM_MODELS_DIR or ~/.cache/buildllm/models."""
     return os.environ.get("BUILDLLM_MODELS_DIR") or str(Path("~/.cache/buildllm/models"))

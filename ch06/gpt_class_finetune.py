@@ -40,13 +40,12 @@ from buildllm.classification import (  # noqa: E402
 from buildllm.cli import (  # noqa: E402
     UserError,
     add_device_argument,
+    add_finetune_arguments,
     add_weights_arguments,
     dropout_rate,
     load_weights,
     make_parser,
-    nonnegative_float,
     pick_device,
-    positive_float,
     positive_int,
     run_main,
     seed,
@@ -65,17 +64,7 @@ def build_parser():
     add_weights_arguments(parser, default="gpt2-small")
     parser.add_argument("--trainable", default="last-block", choices=TRAINABLE_CHOICES,
                         help="which layers to fine-tune (ignored with --lora-rank)")
-    parser.add_argument("--lora-rank", type=positive_int, default=None,
-                        help="fine-tune with LoRA of this rank instead of unfreezing layers (appendix E; book: 16)")
-    parser.add_argument("--lora-alpha", type=positive_float, default=256.0,
-                        help="LoRA alpha; updates are scaled by alpha/rank, so 256 at rank 16 gives the update size "
-                             "of the book's rank 16, alpha 16 (its code scales by alpha alone): with --lr 5e-5 the "
-                             "book's appendix E run, as measured in appendix-E/appendix-E.ipynb. For another rank "
-                             "keep alpha = 16 x rank")
-    parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the training set")
-    parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
-    parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="messages per batch")
+    add_finetune_arguments(parser, instead="unfreezing layers", exercise="appendix E", epochs=5, batch="messages")
     parser.add_argument("--max-length", type=positive_int, default=None,
                         help="pad/cut every message to this many tokens (default: the longest training message)")
     parser.add_argument("--eval-freq", type=positive_int, default=50, help="evaluate the loss every N steps")

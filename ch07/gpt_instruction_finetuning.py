@@ -37,14 +37,13 @@ from buildllm.checkpoints import save_model  # noqa: E402
 from buildllm.cli import (  # noqa: E402
     UserError,
     add_device_argument,
+    add_finetune_arguments,
     add_weights_arguments,
     dropout_rate,
     load_weights,
     make_parser,
-    nonnegative_float,
     nonnegative_int,
     pick_device,
-    positive_float,
     positive_int,
     read_json_file,
     run_main,
@@ -82,16 +81,7 @@ def build_parser():
     parser.add_argument("--prompt-style", default="alpaca", choices=PROMPT_STYLES, help="prompt template")
     parser.add_argument("--mask-instructions", action="store_true",
                         help="leave the prompt tokens out of the loss (exercise 7.2)")
-    parser.add_argument("--lora-rank", type=positive_int, default=None,
-                        help="fine-tune with LoRA of this rank instead of all weights (exercise 7.4; book: 16)")
-    parser.add_argument("--lora-alpha", type=positive_float, default=256.0,
-                        help="LoRA alpha; updates are scaled by alpha/rank, so 256 at rank 16 gives the update size "
-                             "of the book's rank 16, alpha 16 (its code scales by alpha alone; see appendix E). For "
-                             "another rank keep alpha = 16 x rank")
-    parser.add_argument("--epochs", type=positive_int, default=2, help="passes over the training set")
-    parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
-    parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="entries per training batch")
+    add_finetune_arguments(parser, instead="all weights", exercise="exercise 7.4", epochs=2, batch="entries")
     parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="use only the first N entries (before the 85/10/5 split) to run small")
     parser.add_argument("--allowed-max-length", type=positive_int, default=1024,

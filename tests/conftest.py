@@ -154,3 +154,37 @@ def make_unreadable(path: Path) -> Path:
         except OSError:
             continue
     pytest.skip("no way to make a file unreadable for this user")
+
+
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread: tiny models gain nothing from more, and on a busy machine extra threads wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path) -> Path:
+    """A folder in which nothing can be created: chmod 555, or for root (whom permissions do not stop) a path
+    under a regular file, where creating anything fails for every user without touching system folders."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        yield folder
+        folder.chmod(0o755)
+        return
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    candidate = blocker / "locked"
+    with pytest.raises(OSError):  # the premise: nothing can be created here
+        (candidate / "probe").parent.mkdir(parents=True)
+    yield candidate

@@ -73,29 +73,6 @@ def unreadable(tmp_path) -> Path:
     return make_unreadable(path)
 
 
-@pytest.fixture
-def unwritable_dir(tmp_path) -> Path:
-    """A folder in which nothing can be created: chmod 555 (or, for root, a folder under /sys)."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except PermissionError:
-        yield folder
-        folder.chmod(0o755)
-        return
-    (folder / "probe").unlink()
-    folder.chmod(0o755)
-    candidate = Path("/sys/buildllm-unwritable")
-    try:
-        candidate.mkdir()
-        candidate.rmdir()
-        pytest.skip("no unwritable folder available for this user")
-    except OSError:
-        yield candidate
-
-
 # --- hangs ------------------------------------------------------------------------------------------
 
 

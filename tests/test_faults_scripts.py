@@ -44,29 +44,6 @@ def test_silent__numeric_options_refuse_nonsense_while_parsing(script, numeric_o
 
 
 @pytest.fixture
-def unwritable_dir(tmp_path) -> Path:
-    """A folder in which nothing can be created: chmod 555, or for root (whom permissions do not stop) a path
-    under a regular file, where creating anything fails for every user without touching system folders."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except PermissionError:
-        yield folder
-        folder.chmod(0o755)
-        return
-    (folder / "probe").unlink()
-    folder.chmod(0o755)
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder", encoding="utf-8")
-    candidate = blocker / "locked"
-    with pytest.raises(OSError):  # the premise: nothing can be created here
-        (candidate / "probe").parent.mkdir(parents=True)
-    yield candidate
-
-
-@pytest.fixture
 def unreadable(tmp_path) -> Path:
     """A file that exists but cannot be opened."""
     path = tmp_path / "unreadable.txt"

@@ -15,13 +15,7 @@ from buildllm.moe import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads wait on each other (much slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only wait on each other
 
 
 def make_moe(num_experts=8, top_k=2, emb_dim=32, hidden_dim=48, seed=0, **kwargs) -> MoEFeedForward:

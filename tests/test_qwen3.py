@@ -24,13 +24,7 @@ from buildllm.qwen3 import (
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads wait on each other (much slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only wait on each other
 
 # head_dim 16 with emb_dim 48 and 4 heads: the queries are 64 wide, not emb_dim (as in Qwen3).
 DENSE = {"vocab_size": 200, "context_length": 64, "emb_dim": 48, "n_heads": 4, "head_dim": 16, "n_kv_groups": 2,

@@ -37,13 +37,7 @@ SENTENCES = ["the cat sat on the mat", "every effort moves you", "what is the ca
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and this machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only wait on each other
 
 
 def write_tiny_qwen3(folder: Path) -> transformers.Qwen3ForCausalLM:
