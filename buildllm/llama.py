@@ -569,19 +569,16 @@ def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor],
     return model
 
 
-def llama_config_from_hf(hf_config: Mapping, **overrides) -> dict:
-    """Turn a Hugging Face Llama ``config.json`` (a dict) into our config dict; `overrides` change keys (e.g. dtype)."""
-    if hf_config.get("model_type", "llama") != "llama":
-        raise ConfigError(f"This config describes a {hf_config.get('model_type')!r} model, not a Llama model.")
+def hf_config_common(hf_config: Mapping, model: str) -> dict:
+    """The keys every Llama-family ``config.json`` shares, as our config dict (`model` names ours in errors).
+
+    Checks what all of them must have for our blocks: SiLU and plain RoPE.
+    """
     if hf_config.get("hidden_act", "silu") != "silu":
-        raise ConfigError(f"LlamaModel uses SiLU; this config asks for {hf_config.get('hidden_act')!r}.")
-    for flag in ("attention_bias", "mlp_bias"):
-        if hf_config.get(flag):
-            raise ConfigError(f"LlamaModel has no biases in its linear layers; this config sets {flag}=True.")
+        raise ConfigError(f"{model} uses SiLU; this config asks for {hf_config.get('hidden_act')!r}.")
     rope = dict(hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {})
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise ConfigError(f"LlamaModel implements plain RoPE; this config asks for rope scaling {rope}.")
-    theta = rope.get("rope_theta", hf_config.get("rope_theta", 10000.0))
+        raise ConfigError(f"{model} implements plain RoPE; this config asks for rope scaling {rope}.")
     n_heads = hf_config["num_attention_heads"]
     cfg = {
         "vocab_size": hf_config["vocab_size"],
@@ -591,7 +588,7 @@ def llama_config_from_hf(hf_config: Mapping, **overrides) -> dict:
         "n_kv_groups": hf_config.get("num_key_value_heads") or n_heads,
         "n_layers": hf_config["num_hidden_layers"],
         "hidden_dim": hf_config["intermediate_size"],
-        "rope_base": float(theta),
+        "rope_base": float(rope.get("rope_theta", hf_config.get("rope_theta", 10000.0))),
         "rms_eps": float(hf_config.get("rms_norm_eps", 1e-6)),
         "tie_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
         "dtype": "float32",
@@ -599,6 +596,17 @@ def llama_config_from_hf(hf_config: Mapping, **overrides) -> dict:
     head_dim = hf_config.get("head_dim")
     if head_dim is not None and head_dim != cfg["emb_dim"] // n_heads:
         cfg["head_dim"] = head_dim
+    return cfg
+
+
+def llama_config_from_hf(hf_config: Mapping, **overrides) -> dict:
+    """Turn a Hugging Face Llama ``config.json`` (a dict) into our config dict; `overrides` change keys (e.g. dtype)."""
+    if hf_config.get("model_type", "llama") != "llama":
+        raise ConfigError(f"This config describes a {hf_config.get('model_type')!r} model, not a Llama model.")
+    for flag in ("attention_bias", "mlp_bias"):
+        if hf_config.get(flag):
+            raise ConfigError(f"LlamaModel has no biases in its linear layers; this config sets {flag}=True.")
+    cfg = hf_config_common(hf_config, "LlamaModel")
     cfg.update(overrides)
     LlamaConfig.from_dict(cfg)  # fail here, with advice, on anything inconsistent
     return cfg

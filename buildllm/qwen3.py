@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from .config import ConfigError, _check_bool, _check_int
-from .llama import LlamaConfig, LlamaModel, TransformerBlock, build_empty_llama, load_weights_into_llama
+from .llama import (LlamaConfig, LlamaModel, TransformerBlock, build_empty_llama, hf_config_common,
+                    load_weights_into_llama)
 from .moe import MoEFeedForward
 
 __all__ = ["Qwen3Config", "Qwen3Model", "QWEN3_0_6B_CONFIG", "QWEN3_30B_A3B_CONFIG", "load_weights_into_qwen3",
@@ -248,27 +249,7 @@ def qwen3_config_from_hf(hf_config: Mapping, **overrides) -> dict:
         raise ConfigError("Qwen3Model attends to the whole context; this config sets use_sliding_window=True.")
     if hf_config.get("attention_bias"):
         raise ConfigError("Qwen3Model has no biases in its attention layers; this config sets attention_bias=True.")
-    if hf_config.get("hidden_act", "silu") != "silu":
-        raise ConfigError(f"Qwen3Model uses SiLU; this config asks for {hf_config.get('hidden_act')!r}.")
-    rope = dict(hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {})
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise ConfigError(f"Qwen3Model implements plain RoPE; this config asks for rope scaling {rope}.")
-    n_heads = hf_config["num_attention_heads"]
-    cfg = {
-        "vocab_size": hf_config["vocab_size"],
-        "context_length": hf_config["max_position_embeddings"],
-        "emb_dim": hf_config["hidden_size"],
-        "n_heads": n_heads,
-        "head_dim": hf_config.get("head_dim") or hf_config["hidden_size"] // n_heads,
-        "n_kv_groups": hf_config.get("num_key_value_heads") or n_heads,
-        "n_layers": hf_config["num_hidden_layers"],
-        "hidden_dim": hf_config["intermediate_size"],
-        "rope_base": float(rope.get("rope_theta", hf_config.get("rope_theta", 10000.0))),
-        "rms_eps": float(hf_config.get("rms_norm_eps", 1e-6)),
-        "tie_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
-        "dtype": "float32",
-        "qk_norm": True,
-    }
+    cfg = {**hf_config_common(hf_config, "Qwen3Model"), "qk_norm": True}
     # Published config.json files say num_experts; transformers 5 writes num_local_experts.
     num_experts = hf_config.get("num_experts") or hf_config.get("num_local_experts") or 0
     if model_type == "qwen3_moe" and num_experts:
