@@ -215,18 +215,23 @@ SMOLLM2_GGUF = RemoteFile(
 )
 
 
-def smollm2_hf_files(name: str) -> tuple[RemoteFile, ...]:
-    """The Hugging Face files of SmolLM2 `name` ("smollm2-135m-instruct" or "smollm2-135m")."""
-    if name not in SMOLLM2_HF_REPOS:
-        raise ValueError(f"Unknown SmolLM2 name {name!r}; choose one of {', '.join(SMOLLM2_HF_REPOS)}.")
-    repo = SMOLLM2_HF_REPOS[name]
+def hf_repo_files(family: str, name: str, repos: dict[str, str], files: tuple[str, ...]) -> tuple[RemoteFile, ...]:
+    """The Hugging Face `files` of model `name` (a key of `repos`), in <models_dir>/<family>/<repository name>/."""
+    if name not in repos:
+        raise ValueError(f"Unknown {family} name {name!r}; choose one of {', '.join(repos)}.")
+    repo = repos[name]
     folder = repo.split("/")[1]
     return tuple(
-        RemoteFile(name=f"{name}/{file}", relpath=f"smollm2/{folder}/{file}",
+        RemoteFile(name=f"{name}/{file}", relpath=f"{family}/{folder}/{file}",
                    urls=(HF_RESOLVE_URL.format(repo=repo, file=file),),
                    description=f"Hugging Face {repo}: {file}")
-        for file in SMOLLM2_HF_FILES
+        for file in files
     )
+
+
+def smollm2_hf_files(name: str) -> tuple[RemoteFile, ...]:
+    """The Hugging Face files of SmolLM2 `name` ("smollm2-135m-instruct" or "smollm2-135m")."""
+    return hf_repo_files("smollm2", name, SMOLLM2_HF_REPOS, SMOLLM2_HF_FILES)
 
 
 # --- Qwen3 weights (buildllm.qwen3) ------------------------------------------------------------------
@@ -246,13 +251,4 @@ QWEN3_FILE_NOTES = {"model.safetensors": "about 1.5 GB, bfloat16"}
 
 def qwen3_hf_files(name: str) -> tuple[RemoteFile, ...]:
     """The Hugging Face files of Qwen3 `name` ("qwen3-0.6b"), in <models_dir>/qwen3/<repository name>/."""
-    if name not in QWEN3_HF_REPOS:
-        raise ValueError(f"Unknown Qwen3 name {name!r}; choose one of {', '.join(QWEN3_HF_REPOS)}.")
-    repo = QWEN3_HF_REPOS[name]
-    folder = repo.split("/")[1]
-    return tuple(
-        RemoteFile(name=f"{name}/{file}", relpath=f"qwen3/{folder}/{file}",
-                   urls=(HF_RESOLVE_URL.format(repo=repo, file=file),),
-                   description=f"Hugging Face {repo}: {file}")
-        for file in QWEN3_HF_FILES
-    )
+    return hf_repo_files("qwen3", name, QWEN3_HF_REPOS, QWEN3_HF_FILES)
