@@ -35,8 +35,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
 from buildllm.attention_variants import IMPLEMENTATIONS, build_implementations, max_differences  # noqa: E402
-from buildllm.cli import UserError, check_output_paths, nonnegative_int, positive_int, seed  # noqa: E402
-from buildllm.device import describe_device, setup_device  # noqa: E402
+from buildllm.cli import (UserError, add_benchmark_arguments, nonnegative_int, positive_int, prepare_benchmark,  # noqa: E402
+                          seed)
+from buildllm.device import describe_device  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -190,12 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=nonnegative_int, default=1, help="untimed runs before timing (default: 1)")
     parser.add_argument("--no-backward", action="store_true", help="time the forward pass only")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="number format of weights and input (default: float32)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
     parser.add_argument("--seed", type=seed, default=123, help="seed of the weights and the input (default: 123)")
-    parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
-                        help="folder for attention.png (default: runs/benchmarks in the repository)")
+    add_benchmark_arguments(parser, "attention.png", REPO / "runs" / "benchmarks")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 1, 64 tokens, 96 dims, 4 heads, 1 repeat")
     args = parser.parse_args(argv)
     if args.quick:
@@ -204,12 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.emb_dim % args.num_heads:
         parser.error(f"--emb-dim ({args.emb_dim}) must be divisible by --num-heads ({args.num_heads})")
     try:
-        device = setup_device(args.device, args.threads)
-    except (ValueError, RuntimeError) as exc:
-        parser.error(str(exc))
-    out_dir = Path(args.output_dir)
-    try:  # before timing anything: a folder that cannot be written would lose the measurements at the end
-        check_output_paths(out_dir / "attention.png")
+        device, out_dir = prepare_benchmark(args, "attention.png")
     except UserError as exc:
         parser.error(str(exc))
     dtype = DTYPES[args.dtype]

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
-from buildllm.cli import UserError, check_output_paths, positive_int, seed  # noqa: E402
-from buildllm.device import describe_device, setup_device  # noqa: E402
+from buildllm.cli import UserError, add_benchmark_arguments, positive_int, prepare_benchmark, seed  # noqa: E402
+from buildllm.device import describe_device  # noqa: E402
 from buildllm.generation import generate_text_simple  # noqa: E402
 from buildllm.kv_cache import KVCache  # noqa: E402
 from buildllm.model import GPT2_SIZE_ALIASES, GPT2_SIZES, GPTModel, get_gpt2_config  # noqa: E402
@@ -158,24 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=positive_int, default=1, help="copies of the prompt generated together (default: 1)")
     parser.add_argument("--prompt", default="Hello, I am", help='prompt text (default: "Hello, I am")')
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed generations per method; the fastest is kept (default: 3)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help=f"CPU threads for PyTorch (default: PyTorch's choice, here {torch.get_num_threads()})")
     parser.add_argument("--seed", type=seed, default=123, help="seed of the random weights (default: 123)")
-    parser.add_argument("--output-dir", default=str(REPO / "runs" / "benchmarks"),
-                        help="folder for generate.png (default: runs/benchmarks in the repository)")
+    add_benchmark_arguments(parser, "generate.png", REPO / "runs" / "benchmarks")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: a tiny model (64 dims, 2 layers), 20 new tokens, 1 repeat")
     args = parser.parse_args(argv)
     if args.quick:
         args.max_new_tokens, args.repeats = min(args.max_new_tokens, 20), 1
     try:
-        device = setup_device(args.device, args.threads)
-    except (ValueError, RuntimeError) as exc:
-        parser.error(str(exc))
-    out_dir = Path(args.output_dir)
-    try:  # before timing anything: a folder that cannot be written would lose the measurements at the end
-        check_output_paths(out_dir / "generate.png")
+        device, out_dir = prepare_benchmark(args, "generate.png")
     except UserError as exc:
         parser.error(str(exc))
 

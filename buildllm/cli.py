@@ -11,7 +11,8 @@
   `seed`, `port`: nonsense (negative sizes, NaN, infinity, a seed PyTorch refuses) is
   refused while the command line is parsed. `check_max_new_tokens`, `check_output_paths`,
   `read_text_file` and `read_json_file` check what needs more than the option itself, before long work.
-- `add_device_argument`: ``--device auto|cpu|cuda|cuda:N|mps`` for every script.
+- `add_device_argument`: ``--device auto|cpu|cuda|cuda:N|mps`` for every script;
+  `add_benchmark_arguments` / `prepare_benchmark`: that and --threads, --output-dir for benchmarks.
 - `add_weights_arguments` / `load_weights`: ``--weights NAME|PATH``, the models
   folder and the shape of a random model, read by `buildllm.pretrained.load_base_model`.
 - `download_main`: the command line of the chapters' ``gpt_download.py``.
@@ -115,16 +116,12 @@ def read_text_file(path: str | os.PathLike, flag: str) -> str:
     path = Path(path).expanduser()
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{flag} {path}: no such file.") from None
-    except IsADirectoryError:
-        raise UserError(f"{flag} {path} is a folder; give a file.") from None
-    except PermissionError:
-        raise UserError(f"{flag} {path}: permission denied. Fix the file's permissions.") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{flag} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
     except OSError as exc:
-        raise UserError(f"{flag} {path} cannot be read: {exc.strerror or exc}.") from None
+        from .files import os_error_reason
+
+        raise UserError(f"{flag} {path}: {os_error_reason(exc)}.") from None
 
 
 
@@ -166,6 +163,35 @@ def pick_device(name: str):
         raise UserError(str(exc)) from None
 
 
+def add_benchmark_arguments(parser: argparse.ArgumentParser, outputs: str, default_dir: str | os.PathLike) -> None:
+    """Add what every benchmark takes: --device, --threads and --output-dir (for `outputs`, e.g. "attention.png").
+
+    The help texts name their defaults, so they read right with `make_parser` and with a plain parser.
+    """
+    parser.add_argument("--device", default="auto", type=device_name,
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for PyTorch (default: PyTorch's own choice)")
+    parser.add_argument("--output-dir", default=str(default_dir), help=f"folder for {outputs} (default: {default_dir})")
+
+
+def prepare_benchmark(args: argparse.Namespace, *outputs: str):
+    """Set the CPU threads and pick the device of `add_benchmark_arguments`' options; return (device, output folder).
+
+    Every file in `outputs` is checked to be writable first: a folder that cannot be written would otherwise
+    lose the measurements at the end. Raises `UserError`.
+    """
+    from .device import setup_device
+
+    try:
+        device = setup_device(args.device, args.threads)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(str(exc)) from None
+    out_dir = Path(args.output_dir)
+    check_output_paths(*(out_dir / name for name in outputs))
+    return device, out_dir
+
+
 def add_ddp_toy_arguments(parser: argparse.ArgumentParser) -> None:
     """The options both appendix A DDP scripts share: training settings and a --device for one GPU per process."""
     parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (as in the book)")
@@ -186,8 +212,8 @@ def check_ddp_device(name: str) -> None:
 # --- Weights --------------------------------------------------------------------------------------------
 
 def add_finetune_arguments(parser: argparse.ArgumentParser, *, instead: str, exercise: str, epochs: int,
-                           batch: str) -> None:
-    """The fine-tuning options chapters 6 and 7 share: LoRA (appendix E) and the book's AdamW settings.
+                           batch: str, eval_freq: int) -> None:
+    """The fine-tuning options chapters 6 and 7 share: LoRA (appendix E), the book's AdamW settings, evaluation.
 
     `instead` says what LoRA replaces ("unfreezing layers", "all weights"), `exercise` where the book uses it.
     """
@@ -201,6 +227,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser, *, instead: str, exe
     parser.add_argument("--lr", type=positive_float, default=5e-5, help="AdamW learning rate")
     parser.add_argument("--weight-decay", type=nonnegative_float, default=0.1, help="AdamW weight decay")
     parser.add_argument("--batch-size", type=positive_int, default=8, help=f"{batch} per batch")
+    parser.add_argument("--eval-freq", type=positive_int, default=eval_freq, help="evaluate the losses every N steps")
+    parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per loss evaluation")
 
 
 def default_models_dir() -> str:
@@ -245,8 +273,20 @@ def load_weights(args: argparse.Namespace, device, drop_rate: float = 0.0, weigh
         raise UserError(str(exc)) from None
 
 
-def download_main(argv: list[str] | None, *, chapter: str, default_weights: str, next_step: str) -> int:
-    """The command line of the chapters' ``gpt_download.py``: fetch pretrained weights into the models folder."""
+# What each chapter's gpt_download.py fetches by default, and what to run next.
+CHAPTER_DOWNLOADS = {
+    "ch05": ("chapter 5 (text generation)", "gpt2-small",
+             "Generate with it: python ch05/gpt_generate.py --weights {weights}"),
+    "ch06": ("chapter 6 (spam classification)", "gpt2-small",
+             "Fine-tune it: python ch06/gpt_class_finetune.py --weights {weights}"),
+    "ch07": ("chapter 7 (instruction fine-tuning)", "gpt2-medium",
+             "Fine-tune it: python ch07/gpt_instruction_finetuning.py --weights {weights}"),
+}
+
+
+def download_main(argv: list[str] | None, *, chapter: str) -> int:
+    """The command line of `chapter`'s ``gpt_download.py`` (a key of `CHAPTER_DOWNLOADS`): fetch weights."""
+    chapter, default_weights, next_step = CHAPTER_DOWNLOADS[chapter]
     parser = make_parser(f"Download the pretrained weights {chapter} starts from into the models folder "
                          f"(where every script and notebook looks for them). Files already there are verified "
                          f"and kept; nothing is downloaded twice.")

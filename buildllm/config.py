@@ -101,6 +101,15 @@ def _check_bool(cfg, name: str) -> None:
         raise ConfigError(f"{name} must be True or False, got {getattr(cfg, name)!r}.")
 
 
+def _check_num_classes(cfg, tie_key: str) -> None:
+    """`num_classes` is None or at least 2, and a classifier does not tie its output layer (named `tie_key`)."""
+    if cfg.num_classes is not None:
+        _check_int(cfg, "num_classes", 2)
+        if getattr(cfg, tie_key):
+            raise ConfigError(f"A classifier (num_classes) cannot tie its output layer to the token embedding; "
+                              f"set {tie_key}=False.")
+
+
 def _check_dropout(value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ConfigError(f"drop_rate must be a number in [0, 1), got {value!r} (the book uses 0.1; 0 = no dropout).")
@@ -138,11 +147,7 @@ class GPTConfig(_ConfigMapping):
             _check_bool(self, name)
         if self.padded_vocab_size is not None:
             _check_int(self, "padded_vocab_size", self.vocab_size)
-        if self.num_classes is not None:
-            _check_int(self, "num_classes", 2)
-            if self.tie_weights:
-                raise ConfigError("A classifier (num_classes) cannot tie its output layer to the token embedding; "
-                                  "set tie_weights=False.")
+        _check_num_classes(self, "tie_weights")
 
     @property
     def head_dim(self) -> int:

@@ -137,6 +137,22 @@ def _step_arrow(ax, x0, x1, y, label, note=None, color=INK, **note_kw):
         _text(ax, (x0 + x1) / 2, y - 0.2, note, size=6.5, code=True, color=MUTED, va="top", **note_kw)
 
 
+def _rounded_box(ax, x0, y0, w, h, radius, face, edge, lw=1.0, ls="-"):
+    """A rounded rectangle with its lower left corner at (x0, y0): every box in these figures is one."""
+    ax.add_patch(
+        FancyBboxPatch(
+            (x0, y0),
+            w,
+            h,
+            boxstyle=f"round,pad=0,rounding_size={radius}",
+            facecolor=face,
+            edgecolor=edge,
+            linewidth=lw,
+            linestyle=ls,
+        )
+    )
+
+
 def _box(
     ax,
     x,
@@ -157,18 +173,7 @@ def _box(
 ):
     """A rounded box centred at (x, y) with a title and an optional second line (shape or code)."""
     face, edge = COLORS[kind]
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0,rounding_size=0.06",
-            facecolor=fill or face,
-            edgecolor=edge,
-            linewidth=lw,
-            linestyle=ls,
-        )
-    )
+    _rounded_box(ax, x - w / 2, y - h / 2, w, h, 0.06, fill or face, edge, lw=lw, ls=ls)
     if sub:
         _text(ax, x, y + h * 0.17, title, size=size, code=code, weight=weight)
         _text(ax, x, y - h * 0.23, sub, size=sub_size, color=MUTED, code=sub_code)
@@ -179,18 +184,7 @@ def _box(
 def _frame(ax, x0, y0, x1, y1, kind="neutral", label=None, ls="--", label_pos="top-left", fill="none"):
     """A dashed frame around a group of boxes, with a label at its top left."""
     face, edge = COLORS[kind]
-    ax.add_patch(
-        FancyBboxPatch(
-            (x0, y0),
-            x1 - x0,
-            y1 - y0,
-            boxstyle="round,pad=0,rounding_size=0.1",
-            facecolor=face if fill == "face" else fill,
-            edgecolor=edge,
-            linewidth=1.0,
-            linestyle=ls,
-        )
-    )
+    _rounded_box(ax, x0, y0, x1 - x0, y1 - y0, 0.1, face if fill == "face" else fill, edge, lw=1.0, ls=ls)
     if label:
         if label_pos == "top-left":
             _text(ax, x0 + 0.12, y1 - 0.16, label, size=8.5, color=edge, ha="left", weight="bold")
@@ -408,17 +402,7 @@ def _token_row(ax, x0, y, labels, w, h, kind="token", texts_code=True, size=7.5,
             face = fills[k]
         if edges is not None and edges[k] is not None:
             edge = edges[k]
-        ax.add_patch(
-            FancyBboxPatch(
-                (x0 + k * w + 0.02, y - h / 2),
-                w - 0.04,
-                h,
-                boxstyle="round,pad=0,rounding_size=0.04",
-                facecolor=face,
-                edgecolor=edge,
-                linewidth=1.0,
-            )
-        )
+        _rounded_box(ax, x0 + k * w + 0.02, y - h / 2, w - 0.04, h, 0.04, face, edge, lw=1.0)
         _text(ax, x0 + (k + 0.5) * w, y, lab, size=size, code=texts_code)
 
 
@@ -440,17 +424,7 @@ def sliding_window_batches() -> Figure:
 
     def span(y, start, face, edge, label, size=6.8):
         xs = x0 + start * w
-        ax.add_patch(
-            FancyBboxPatch(
-                (xs + 0.03, y - h / 2),
-                max_length * w - 0.06,
-                h,
-                boxstyle="round,pad=0,rounding_size=0.05",
-                facecolor=face,
-                edgecolor=edge,
-                linewidth=1.2,
-            )
-        )
+        _rounded_box(ax, xs + 0.03, y - h / 2, max_length * w - 0.06, h, 0.05, face, edge, lw=1.2)
         for k in range(max_length):
             _text(ax, xs + (k + 0.5) * w, y, shown[start + k], size=size, code=True)
         _text(ax, x0 - 0.08, y, label, size=7.5, ha="right", color=edge)
@@ -483,15 +457,8 @@ def sliding_window_batches() -> Figure:
         y -= 2 * h + 0.22
 
     # (b) stride < max_length: overlapping windows, more samples (inputs only).
-    _text(
-        ax,
-        0.3,
-        2.95,
-        "(나) stride가 max_length보다 작으면: 창이 겹치고 샘플이 늘어남 (입력만 표시)",
-        size=9.5,
-        weight="bold",
-        ha="left",
-    )
+    _text(ax, 0.3, 2.95, "(나) stride가 max_length보다 작으면: 창이 겹치고 샘플이 늘어남 (입력만 표시)", size=9.5,
+          weight="bold", ha="left")
     dims(2.53, 2)
     y = 2.23
     for i, s in enumerate(range(0, n - max_length, 2)):
@@ -505,44 +472,18 @@ def sliding_window_batches() -> Figure:
     cx, cw = bx + bw / 2, 0.42
     ids_in = [[str(WINDOW_IDS[s + k]) for k in range(max_length)] for s in starts_a]
     ids_tg = [[str(WINDOW_IDS[s + 1 + k]) for k in range(max_length)] for s in starts_a]
-    _text(ax, cx, 5.63, "inputs (b, max_length)", size=7, code=True, color=in_edge)
-    _matrix(
-        ax,
-        cx - 2 * cw,
-        5.47,
-        np.zeros((3, 4)),
-        cell=cw,
-        texts=ids_in,
-        text_size=5.8,
-        colors=[[in_face] * 4] * 3,
-        edge=in_edge,
-        lw=0.6,
-    )
-    _text(ax, cx, 3.93, "targets (b, max_length)", size=7, code=True, color=tg_edge)
-    _matrix(
-        ax,
-        cx - 2 * cw,
-        3.77,
-        np.zeros((3, 4)),
-        cell=cw,
-        texts=ids_tg,
-        text_size=5.8,
-        colors=[[tg_face] * 4] * 3,
-        edge=tg_edge,
-        lw=0.6,
-    )
+    for name, top, matrix_top, ids, face, edge in (
+        ("inputs", 5.63, 5.47, ids_in, in_face, in_edge),
+        ("targets", 3.93, 3.77, ids_tg, tg_face, tg_edge),
+    ):
+        _text(ax, cx, top, f"{name} (b, max_length)", size=7, code=True, color=edge)
+        _matrix(ax, cx - 2 * cw, matrix_top, np.zeros((3, 4)), cell=cw, texts=ids, text_size=5.8,
+                colors=[[face] * 4] * 3, edge=edge, lw=0.6)
     _text(ax, cx, 2.3, "b = 3 (batch_size)", size=7, code=True, color=MUTED)
     _text(ax, cx, 2.03, "정수 토큰 ID", size=7, color=MUTED)
-    _text(
-        ax,
-        bx + 0.05,
-        1.5,
-        "targets[i, j]는\ninputs[i, j] 바로 다음\n토큰의 ID입니다.\n위치마다 다음 토큰을\n맞히도록 훈련합니다.",
-        size=7.5,
-        ha="left",
-        va="top",
-        linespacing=1.5,
-    )
+    _text(ax, bx + 0.05, 1.5,
+          "targets[i, j]는\ninputs[i, j] 바로 다음\n토큰의 ID입니다.\n위치마다 다음 토큰을\n맞히도록 훈련합니다.", size=7.5,
+          ha="left", va="top", linespacing=1.5)
     return fig
 
 
@@ -565,18 +506,8 @@ def _labels_left(ax, x, top, labels, cell, size=6.5, color=INK):
 def _labels_top(ax, left, y, labels, cell, size=6.5, color=INK):
     """Column labels rotated 90 degrees above a matrix, one per column."""
     for j, lab in enumerate(labels):
-        _text(
-            ax,
-            left + (j + 0.5) * cell,
-            y,
-            lab,
-            size=size,
-            ha="center",
-            va="bottom",
-            code=True,
-            color=color,
-            rotation=90,
-        )
+        _text(ax, left + (j + 0.5) * cell, y, lab, size=size, ha="center", va="bottom", code=True,
+              color=color, rotation=90)
 
 
 def qkv_causal_mask() -> Figure:
@@ -620,15 +551,8 @@ def qkv_causal_mask() -> Figure:
         _arrow(
             ax, (xl + d_in * c + 0.08, xt - T * c / 2), (ql - 0.08, top - T * c / 2), color=COLORS["attn"][1], lw=1.0
         )
-        _text(
-            ax,
-            (xl + d_in * c + ql) / 2 + 0.05,
-            (xt - T * c / 2 + top - T * c / 2) / 2 + 0.13,
-            names[key][1],
-            size=7,
-            code=True,
-            color=COLORS["attn"][1],
-        )
+        _text(ax, (xl + d_in * c + ql) / 2 + 0.05, (xt - T * c / 2 + top - T * c / 2) / 2 + 0.13,
+              names[key][1], size=7, code=True, color=COLORS["attn"][1])
     # scores, masked scores, weights
     sl, st = 4.85, 5.0
     col_gap = T * cb + 0.95
@@ -663,15 +587,8 @@ def qkv_causal_mask() -> Figure:
     _text(ax, lefts[2] - 0.5, mid_y - 0.2, "행마다\nsoftmax", size=7, color=MUTED, linespacing=1.3)
     # Row sums and the legend under the matrices.
     for i in range(T):
-        _text(
-            ax,
-            lefts[2] + T * cb + 0.08,
-            st - (i + 0.5) * cb,
-            f"합 {weights[i].sum():.0f}",
-            size=6,
-            color=MUTED,
-            ha="left",
-        )
+        _text(ax, lefts[2] + T * cb + 0.08, st - (i + 0.5) * cb, f"합 {weights[i].sum():.0f}",
+              size=6, color=MUTED, ha="left")
     ly = st - T * cb - 0.35
     ax.add_patch(Rectangle((lefts[1], ly - 0.08), 0.16, 0.16, facecolor=MASKED, edgecolor="white"))
     _text(ax, lefts[1] + 0.24, ly, "대각선 위 = 미래 토큰: 점수 -inf, 가중치 0", size=7, ha="left", color=MUTED)
@@ -690,15 +607,8 @@ def qkv_causal_mask() -> Figure:
         color=COLORS["attn"][1],
     )
     _text(ax, (ql + cl) / 2 + 0.2, tops["V"] - T * c / 2 - 0.02, "가중치로 V의 행들을 섞음", size=7, color=MUTED)
-    _text(
-        ax,
-        0.3,
-        0.3,
-        "행 t의 문맥 벡터 = Σ_s 가중치[t, s] · V[s]. 마스크 덕분에 위치 t의 출력은 토큰 0…t에만 달려 있습니다.",
-        size=7.5,
-        ha="left",
-        color=MUTED,
-    )
+    _text(ax, 0.3, 0.3, "행 t의 문맥 벡터 = Σ_s 가중치[t, s] · V[s]. 마스크 덕분에 위치 t의 출력은 토큰 0…t에만 달려 있습니다.",
+          size=7.5, ha="left", color=MUTED)
     return fig
 
 
@@ -748,43 +658,20 @@ def head_split_merge() -> Figure:
     heading(x2 + (d_out * c + 0.1) / 2, top + 0.3, "② (b, T, h, head_dim)", ".view(b, T, h, head_dim)")
     end2 = grid_split(x2, top, full_colors)
     _arrow(ax, (x1 + d_out * c + 0.1, top - T * c / 2), (x2 - 0.1, top - T * c / 2))
-    _text(
-        ax,
-        (x1 + d_out * c + x2) / 2,
-        top - T * c / 2 - 0.22,
-        "값은 그대로,\n모양만",
-        size=6.8,
-        color=MUTED,
-        va="top",
-        linespacing=1.3,
-    )
+    _text(ax, (x1 + d_out * c + x2) / 2, top - T * c / 2 - 0.22, "값은 그대로,\n모양만", size=6.8,
+          color=MUTED, va="top", linespacing=1.3)
     x3 = end2 + 1.3
     heading(x3 + hd * c / 2 + 0.3, top + 0.3, "③ (b, h, T, head_dim)", ".transpose(1, 2)")
     per_head_tops = [top, top - T * c - 0.35]
     for k in range(h):
         block = [row[k * hd : (k + 1) * hd] for row in full_colors]
         _matrix(ax, x3, per_head_tops[k], np.zeros((T, hd)), cell=c, colors=block)
-        _text(
-            ax,
-            x3 + hd * c + 0.1,
-            per_head_tops[k] - T * c / 2,
-            f"헤드 {k}",
-            size=7.5,
-            ha="left",
-            color=COLORS["token" if k == 0 else "attn"][1],
-        )
+        _text(ax, x3 + hd * c + 0.1, per_head_tops[k] - T * c / 2, f"헤드 {k}", size=7.5, ha="left",
+              color=COLORS["token" if k == 0 else "attn"][1])
     _arrow(ax, (end2 + 0.1, top - T * c / 2), (x3 - 0.1, top - T * c / 2 - 0.2))
     _text(ax, x3 + hd * c / 2 + 0.3, top + 0.07, "keys, values도 똑같이", size=6.5, color=MUTED)
-    _text(
-        ax,
-        (end2 + x3) / 2,
-        top - T * c / 2 - 0.42,
-        "헤드 축을\n앞으로",
-        size=6.8,
-        color=MUTED,
-        va="top",
-        linespacing=1.3,
-    )
+    _text(ax, (end2 + x3) / 2, top - T * c / 2 - 0.42, "헤드 축을\n앞으로", size=6.8, color=MUTED,
+          va="top", linespacing=1.3)
     # Attention per head.
     x4 = x3 + hd * c + 1.35
     heading(x4 + 1.0, top + 0.3, "④ 헤드마다 따로 어텐션", "softmax(Q Kᵀ / √head_dim) V")
@@ -802,16 +689,8 @@ def head_split_merge() -> Figure:
     _text(
         ax, x4 + T * c + 0.55 + hd * c / 2, per_head_tops[1] - T * c - 0.2, "문맥 (T, head_dim)", size=6.8, color=MUTED
     )
-    _text(
-        ax,
-        x4 + 2.6,
-        top - 0.95,
-        "헤드들은 같은 토큰을\n서로 다른 부분 공간\n(head_dim 차원)에서\n봅니다.",
-        size=7,
-        color=MUTED,
-        ha="left",
-        linespacing=1.4,
-    )
+    _text(ax, x4 + 2.6, top - 0.95, "헤드들은 같은 토큰을\n서로 다른 부분 공간\n(head_dim 차원)에서\n봅니다.", size=7,
+          color=MUTED, ha="left", linespacing=1.4)
 
     # Bottom row: merge.
     ctx_all = np.concatenate([_values(T, hd, 40 + k) for k in range(h)], axis=1)  # (T, d_out)
@@ -843,16 +722,8 @@ def head_split_merge() -> Figure:
     heading(x7 + d_out * c / 2, y5 + 0.3, "⑦ 출력 (b, T, d_out)", "out_proj: nn.Linear(d_out, d_out)")
     _matrix(ax, x7, y5, mixed, cell=c, cmap="Purples", vmin=-1.4, vmax=1.4)
     _arrow(ax, (x6 + d_out * c + 0.1, y5 - T * c / 2), (x7 - 0.1, y5 - T * c / 2), label="out_proj", label_side="above")
-    _text(
-        ax,
-        x7 + d_out * c + 0.25,
-        y5 - T * c / 2,
-        "헤드들의 결과를\n한 번 더 섞음",
-        size=7,
-        color=MUTED,
-        ha="left",
-        linespacing=1.4,
-    )
+    _text(ax, x7 + d_out * c + 0.25, y5 - T * c / 2, "헤드들의 결과를\n한 번 더 섞음", size=7, color=MUTED,
+          ha="left", linespacing=1.4)
     _text(
         ax,
         0.3,
@@ -895,17 +766,7 @@ def gpt_block() -> Figure:
 
     def layer(y, title, code, kind, h=0.4):
         face, edge = COLORS[kind]
-        ax.add_patch(
-            FancyBboxPatch(
-                (cx - bw / 2, y - h / 2),
-                bw,
-                h,
-                boxstyle="round,pad=0,rounding_size=0.06",
-                facecolor=face,
-                edgecolor=edge,
-                linewidth=1.2,
-            )
-        )
+        _rounded_box(ax, cx - bw / 2, y - h / 2, bw, h, 0.06, face, edge, lw=1.2)
         _text(ax, cx - bw / 2 + 0.15, y, title, size=8.5, ha="left")
         _text(ax, cx + bw / 2 - 0.12, y, code, size=7, ha="right", code=True, color=MUTED)
 
@@ -1067,16 +928,8 @@ def training_loop() -> Figure:
         ]
     ):
         _text(ax, ex, 3.55 - 0.25 * k, line, size=7.2, code=k == 0, color=MUTED if k == 0 else INK)
-    _text(
-        ax,
-        (rx + bw / 2 + ex - ew / 2) / 2,
-        rows[0] - 0.2,
-        "아니오면\n바로 ①로",
-        size=7,
-        color=MUTED,
-        va="top",
-        linespacing=1.3,
-    )
+    _text(ax, (rx + bw / 2 + ex - ew / 2) / 2, rows[0] - 0.2, "아니오면\n바로 ①로", size=7, color=MUTED,
+          va="top", linespacing=1.3)
     # Epochs.
     _box(ax, ex, 1.45, ew, 1.0, "", "neutral")
     _text(ax, ex, 1.72, "에포크가 끝날 때마다", size=9, weight="bold")
@@ -1153,18 +1006,8 @@ def classification_last_token() -> Figure:
     _text(ax, ox + c, top + 0.95, "(다) 로짓", size=9.5, weight="bold")
     _text(ax, ox + c, top + 0.62, "(b, T, 2)", size=7, code=True, color=MUTED)
     _labels_top(ax, ox, top + 0.05, ["ham 0", "spam 1"], c, size=6.5, color=MUTED)
-    _matrix(
-        ax,
-        ox,
-        top,
-        logits,
-        cell=c,
-        cmap="Purples",
-        vmin=-2.5,
-        vmax=2.5,
-        texts=[[_fmt(v, 1) for v in row] for row in logits],
-        text_size=6,
-    )
+    _matrix(ax, ox, top, logits, cell=c, cmap="Purples", vmin=-2.5, vmax=2.5,
+            texts=[[_fmt(v, 1) for v in row] for row in logits], text_size=6)
     ax.add_patch(
         Rectangle(
             (hx - 0.02, top - T * c - 0.02),
@@ -1180,30 +1023,12 @@ def classification_last_token() -> Figure:
     fx = ox + 2 * c + 1.35
     _step_arrow(ax, ox + 2 * c, fx, last_y, "[:, -1, :]", color=COLORS["loss"][1])
     _text(ax, fx + c, last_y + 0.55, "클래스 로짓 (b, 2)", size=8.5, weight="bold")
-    _matrix(
-        ax,
-        fx,
-        last_y + c / 2,
-        logits[-1:],
-        cell=c,
-        cmap="Purples",
-        vmin=-2.5,
-        vmax=2.5,
-        texts=[[_fmt(v, 1) for v in logits[-1]]],
-        text_size=6,
-    )
+    _matrix(ax, fx, last_y + c / 2, logits[-1:], cell=c, cmap="Purples", vmin=-2.5, vmax=2.5,
+            texts=[[_fmt(v, 1) for v in logits[-1]]], text_size=6)
     _arrow(ax, (fx + c, last_y - c / 2 - 0.05), (fx + c, last_y - 0.75), label="argmax", label_size=7)
     _box(ax, fx + c, last_y - 1.0, 1.1, 0.4, "1 = 스팸", "loss", size=8.5)
-    _text(
-        ax,
-        fx + c - 0.7,
-        last_y - 1.0,
-        "훈련 때는 이 (b, 2)와\n레이블로 cross_entropy",
-        size=7,
-        color=MUTED,
-        ha="right",
-        linespacing=1.35,
-    )
+    _text(ax, fx + c - 0.7, last_y - 1.0, "훈련 때는 이 (b, 2)와\n레이블로 cross_entropy", size=7,
+          color=MUTED, ha="right", linespacing=1.35)
 
     # The head swap.
     y = 0.72
@@ -1234,16 +1059,8 @@ def classification_last_token() -> Figure:
         size=8,
         sub_size=6.5,
     )
-    _text(
-        ax,
-        9.3,
-        y,
-        "나머지는 동결하고, 마지막 트랜스포머\n블록과 final_norm, out_head만 훈련",
-        size=7.2,
-        color=MUTED,
-        ha="left",
-        linespacing=1.35,
-    )
+    _text(ax, 9.3, y, "나머지는 동결하고, 마지막 트랜스포머\n블록과 final_norm, out_head만 훈련", size=7.2, color=MUTED,
+          ha="left", linespacing=1.35)
     return fig
 
 
@@ -1283,27 +1100,9 @@ def instruction_masking() -> Figure:
         for k, lab in enumerate(labels):
             face, edge = fills[kind_of(lab)]
             ls = ":" if lab == IGNORE_INDEX else "-"
-            ax.add_patch(
-                FancyBboxPatch(
-                    (x0 + k * w + 0.03, y - h / 2),
-                    w - 0.06,
-                    h,
-                    boxstyle="round,pad=0,rounding_size=0.04",
-                    facecolor=face,
-                    edgecolor=edge,
-                    linewidth=1.0,
-                    linestyle=ls,
-                )
-            )
-            _text(
-                ax,
-                x0 + (k + 0.5) * w,
-                y,
-                str(lab),
-                size=6.5 if lab == eot else 7,
-                code=True,
-                color=MUTED if lab == IGNORE_INDEX else INK,
-            )
+            _rounded_box(ax, x0 + k * w + 0.03, y - h / 2, w - 0.06, h, 0.04, face, edge, lw=1.0, ls=ls)
+            _text(ax, x0 + (k + 0.5) * w, y, str(lab), size=6.5 if lab == eot else 7, code=True,
+                  color=MUTED if lab == IGNORE_INDEX else INK)
             if highlight is not None and k == highlight:
                 ax.add_patch(
                     Rectangle(
@@ -1386,18 +1185,7 @@ def instruction_masking() -> Figure:
         (f"{eot} = <|endoftext|> (끝 토큰, 패딩)", fills["eot"], "-", True, 3.6),
         ("-100: 손실에서 무시 (ignore_index)", fills["ignored"], ":", False, 3.0),
     ):
-        ax.add_patch(
-            FancyBboxPatch(
-                (lx, 0.45),
-                0.3,
-                0.2,
-                boxstyle="round,pad=0,rounding_size=0.03",
-                facecolor=face,
-                edgecolor=edge,
-                linewidth=1.0,
-                linestyle=ls,
-            )
-        )
+        _rounded_box(ax, lx, 0.45, 0.3, 0.2, 0.03, face, edge, lw=1.0, ls=ls)
         _text(ax, lx + 0.4, 0.55, label, size=7.5, ha="left", code=code)
         lx += width
     return fig
@@ -1432,47 +1220,28 @@ def lora_update() -> Figure:
     _matrix(ax, xl, y_mid + c / 2, x_vals, cell=c, cmap="PuBu", vmin=-1.3, vmax=1.3)
     split_x = xl + d_in * c + 0.35
     _line(ax, [(xl + d_in * c + 0.05, y_mid), (split_x, y_mid)])
-    # Frozen path (top).
-    wl, wt = 3.0, 6.0
-    w_mid = wt - d_in * c / 2
-    heading(wl + d_out * c / 2, wt, "W: 사전 훈련된 가중치 (동결)", "(d_in, d_out), requires_grad=False", frozen)
-    _matrix(ax, wl, wt, W, cell=c, cmap="Greys", vmin=-2.2, vmax=2.2)
-    _line(ax, [(split_x, y_mid), (split_x, w_mid)])
-    _arrow(ax, (split_x, w_mid), (wl - 0.08, w_mid))
-    # LoRA path (bottom).
-    al, at = 3.0, 3.4
-    a_mid = at - d_in * c / 2
-    heading(al + r * c / 2, at, "A (훈련)", "(d_in, r)", train)
-    _matrix(ax, al, at, A, cell=c, cmap="YlOrBr", vmin=-1.6, vmax=1.6)
-    _line(ax, [(split_x, y_mid), (split_x, a_mid)])
-    _arrow(ax, (split_x, a_mid), (al - 0.08, a_mid))
+    def branch(left, top, matrix, title, sub, kind, cmap, limit):
+        """One path from x: a matrix at (left, top) with its heading, and the line from the split to it."""
+        mid = top - d_in * c / 2
+        heading(left + matrix.shape[1] * c / 2, top, title, sub, kind)
+        _matrix(ax, left, top, matrix, cell=c, cmap=cmap, vmin=-limit, vmax=limit)
+        _line(ax, [(split_x, y_mid), (split_x, mid)])
+        _arrow(ax, (split_x, mid), (left - 0.08, mid))
+        return mid
+
+    wl, wt = 3.0, 6.0  # frozen path (top)
+    w_mid = branch(wl, wt, W, "W: 사전 훈련된 가중치 (동결)", "(d_in, d_out), requires_grad=False", frozen, "Greys", 2.2)
+    al, at = 3.0, 3.4  # LoRA path (bottom)
+    a_mid = branch(al, at, A, "A (훈련)", "(d_in, r)", train, "YlOrBr", 1.6)
     bl = al + r * c + 1.0
     bt = a_mid + r * c / 2
     _arrow(ax, (al + r * c + 0.08, a_mid), (bl - 0.08, a_mid))
     _text(ax, (al + r * c + bl) / 2, a_mid - 0.2, "x A: (…, r)", size=6.8, code=True, color=MUTED)
     heading(bl + d_out * c / 2, bt, "B (훈련, 0에서 시작)", "(r, d_out)", train)
-    _matrix(
-        ax,
-        bl,
-        bt,
-        np.zeros((r, d_out)),
-        cell=c,
-        colors=[["#fffaf0"] * d_out] * r,
-        texts=[["0"] * d_out] * r,
-        edge=train,
-        lw=0.6,
-        text_size=5.5,
-    )
-    _text(
-        ax,
-        bl + d_out * c / 2,
-        bt - r * c - 0.25,
-        "A @ B: W와 같은 (d_in, d_out) 모양,\n랭크는 r 이하",
-        size=7,
-        color=MUTED,
-        va="top",
-        linespacing=1.35,
-    )
+    _matrix(ax, bl, bt, np.zeros((r, d_out)), cell=c, colors=[["#fffaf0"] * d_out] * r,
+            texts=[["0"] * d_out] * r, edge=train, lw=0.6, text_size=5.5)
+    _text(ax, bl + d_out * c / 2, bt - r * c - 0.25, "A @ B: W와 같은 (d_in, d_out) 모양,\n랭크는 r 이하",
+          size=7, color=MUTED, va="top", linespacing=1.35)
     sx = bl + d_out * c + 0.3
     _text(ax, sx, a_mid + 0.1, "× alpha / r", size=8.5, code=True, ha="left")
     _text(ax, sx, a_mid - 0.15, "(scale)", size=6.8, code=True, color=MUTED, ha="left")
@@ -1490,14 +1259,8 @@ def lora_update() -> Figure:
     # Notes.
     full, lora_params = 768 * 768, 16 * (768 + 768)
     ny = 1.3
-    _text(
-        ax,
-        0.35,
-        ny + 0.3,
-        "처음에는 B = 0이라 A B = 0입니다. LoRA를 붙인 직후의 모델은 원래 모델과 똑같이 계산합니다.",
-        size=7.8,
-        ha="left",
-    )
+    _text(ax, 0.35, ny + 0.3, "처음에는 B = 0이라 A B = 0입니다. LoRA를 붙인 직후의 모델은 원래 모델과 똑같이 계산합니다.",
+          size=7.8, ha="left")
     _text(
         ax,
         0.35,
@@ -1569,16 +1332,9 @@ def ddp_gradient_averaging() -> Figure:
             )
         )
         _text(ax, dx0 + (k + 0.5) * dw, y_data, str(k), size=6.5, color="white", code=True)
-    _text(
-        ax,
-        dx0 + n_samples * dw + 0.15,
-        y_data,
-        "DistributedSampler: 같은 seed로 섞고\nrank마다 다른 몫을 줌",
-        size=7.2,
-        color=MUTED,
-        ha="left",
-        linespacing=1.35,
-    )
+    _text(ax, dx0 + n_samples * dw + 0.15, y_data,
+          "DistributedSampler: 같은 seed로 섞고\nrank마다 다른 몫을 줌", size=7.2, color=MUTED, ha="left",
+          linespacing=1.35)
     g_local = [[0.9, -0.4, 0.5, 0.2], [0.3, 0.6, -0.7, 0.8], [0.6, -0.8, 0.8, -0.4]]
     g_mean = [sum(g[i] for g in g_local) / N for i in range(4)]
     weights = _values(1, 6, 81)
@@ -1610,13 +1366,9 @@ def ddp_gradient_averaging() -> Figure:
         _arrow(ax, (x, 3.12), (x, 2.72))
     # all-reduce band
     _box(ax, (xs[0] + xs[-1]) / 2, 2.45, xs[-1] - xs[0] + 2.9, 0.52, "", "attn")
-    _text(
-        ax,
-        (xs[0] + xs[-1]) / 2,
-        2.45,
-        f"all-reduce: 모든 rank의 그레이디언트를 더해 {N}으로 나눔 → 모두가 같은 평균 ḡ = (g0 + g1 + g2) / {N}을 받음",
-        size=8.5,
-    )
+    _text(ax, (xs[0] + xs[-1]) / 2, 2.45,
+          f"all-reduce: 모든 rank의 그레이디언트를 더해 {N}으로 나눔 → 모두가 같은 평균 ḡ = (g0 + g1 + g2) / {N}을 받음",
+          size=8.5)
     for rank, x in enumerate(xs):
         _arrow(ax, (x, 2.18), (x, 1.93))
         _box(ax, x, 1.55, 2.55, 0.75, "", "loss")
@@ -1626,15 +1378,9 @@ def ddp_gradient_averaging() -> Figure:
         _arrow(ax, (x, 1.17), (x, 0.92))
         _text(ax, x, 0.75, "optimizer.step(): 같은 업데이트", size=7.5)
         _text(ax, x, 0.5, "→ 가중치가 다시 모두 같음", size=7.2, color=MUTED, code=False)
-    _text(
-        ax,
-        0.3,
-        0.15,
-        "유효 배치 크기 = batch_size × world_size. 모든 rank가 매 스텝 같은 all-reduce에 참여해야 합니다.",
-        size=7.3,
-        color=MUTED,
-        ha="left",
-    )
+    _text(ax, 0.3, 0.15,
+          "유효 배치 크기 = batch_size × world_size. 모든 rank가 매 스텝 같은 all-reduce에 참여해야 합니다.", size=7.3,
+          color=MUTED, ha="left")
     return fig
 
 

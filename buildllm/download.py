@@ -48,6 +48,8 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+from .files import atomic_write_json, os_error_reason
+
 CHUNK = 1 << 20
 MIN_RATE = 64 * 1024  # bytes per second below which a request misses its deadline (see the module docstring)
 RECORD_FORMAT = "buildllm-download-record"
@@ -119,8 +121,6 @@ def read_record(path: str | os.PathLike) -> dict | None:
 
 def write_record(path: str | os.PathLike, size: int, sha256: str, url: str | None, pinned: bool) -> Path:
     """Write the download record of `path` atomically; return its path."""
-    from .files import atomic_write_json
-
     return atomic_write_json({"format": RECORD_FORMAT, "file": Path(path).name, "size": size, "sha256": sha256,
                               "url": url, "pinned": pinned,
                               "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, record_path(path))
@@ -140,15 +140,8 @@ def _check(path: Path, sha256: str | None, size: int | None, what: str) -> None:
                 if h.hexdigest() != sha256:
                     raise ChecksumError(f"{path} has SHA-256 {h.hexdigest()}, expected {sha256}{what}: the file is "
                                         f"corrupt or a different version.")
-    except PermissionError:
-        raise ChecksumError(f"Cannot read {path} to verify it: permission denied. Fix the file's permissions.") \
-            from None
-    except IsADirectoryError:
-        raise ChecksumError(f"{path} is a folder, not a file.") from None
-    except FileNotFoundError:
-        raise ChecksumError(f"{path} does not exist.") from None
     except OSError as exc:
-        raise ChecksumError(f"Cannot read {path} to verify it: {exc.strerror or exc}.") from None
+        raise ChecksumError(f"Cannot verify {path}: {os_error_reason(exc)}.") from None
 
 
 def verify_file(path: str | os.PathLike, sha256: str | None = None, size: int | None = None) -> None:

@@ -597,6 +597,23 @@ def check_feed_forward(cls) -> None:
     _passed(f"{name} — {emb} -> {4 * emb} -> {emb}, GELU, buildllm.model.FeedForward와 같은 값")
 
 
+def _learner_and_reference(cls, reference_cls, parameter_names: str):
+    """The learner's `cls` and the package's `reference_cls`, both built from the small config, in eval mode.
+
+    The reference gets random parameters and the learner's module a copy of them (by the book's names,
+    `parameter_names`), so any difference in output comes from the forward pass. Returns (cfg, name, module, ref).
+    """
+    cfg = dict(_SMALL_CFG)
+    name = _name(cls)
+    module = _construct(cls, cfg)
+    ref = reference_cls(cfg)
+    _randomize(ref)
+    _copy_parameters(ref, module, name, parameter_names)
+    module.eval()
+    ref.eval()
+    return cfg, name, module, ref
+
+
 _BLOCK_NAMES = ("att (W_query, W_key, W_value, out_proj), ff (layers.0, layers.2), norm1, norm2 (scale, shift)")
 
 
@@ -604,14 +621,7 @@ def check_transformer_block(cls) -> None:
     """ch04: TransformerBlock-style class (cfg): pre-norm attention and feed forward, each with a shortcut."""
     from .model import TransformerBlock
 
-    cfg = dict(_SMALL_CFG)
-    name = _name(cls)
-    module = _construct(cls, cfg)
-    ref = TransformerBlock(cfg)
-    _randomize(ref)
-    _copy_parameters(ref, module, name, _BLOCK_NAMES)
-    module.eval()
-    ref.eval()
+    cfg, name, module, ref = _learner_and_reference(cls, TransformerBlock, _BLOCK_NAMES)
     x = _randn(2, 6, cfg["emb_dim"], seed=_SEED + 1)
 
     def run(inp):
@@ -650,14 +660,8 @@ def check_gpt_model(cls) -> None:
     """ch04: GPTModel-style class (cfg): embeddings, blocks, final norm, output head; logits (b, T, vocab)."""
     from .model import GPTModel
 
-    cfg = dict(_SMALL_CFG)
-    name = _name(cls)
-    module = _construct(cls, cfg)
-    ref = GPTModel(cfg)
-    _randomize(ref)
-    _copy_parameters(ref, module, name, "tok_emb, pos_emb, trf_blocks.0.att..., final_norm, out_head (bias=False)")
-    module.eval()
-    ref.eval()
+    cfg, name, module, ref = _learner_and_reference(
+        cls, GPTModel, "tok_emb, pos_emb, trf_blocks.0.att..., final_norm, out_head (bias=False)")
     idx = torch.randint(0, cfg["vocab_size"], (2, 6), generator=_generator(_SEED + 1))
     changed = torch.randint(0, cfg["vocab_size"], (2, 6), generator=_generator(_SEED + 2))
 

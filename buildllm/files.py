@@ -82,6 +82,17 @@ def remove_stale_temp_files(folder: str | os.PathLike, name: str) -> list[Path]:
     return removed
 
 
+def os_error_reason(exc: OSError) -> str:
+    """Why a file could not be read, in words that say what to do (no path: the caller names the file)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder; give a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied; fix the file's permissions"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Raise PermissionError (saying what to do) unless a file can be created at `path` (checked by creating one)."""
     path = Path(path)

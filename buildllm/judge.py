@@ -187,8 +187,17 @@ class _ServerJudge:
     connection_retries: int
     backoff: float
 
-    def _unreachable(self, exc: BaseException) -> JudgeError:
+    def _start_advice(self) -> str:
+        """What to do when nothing answers at the address (each server says how to start it)."""
         raise NotImplementedError
+
+    def _unreachable(self, exc: BaseException) -> JudgeError:
+        if _is_timeout(exc):
+            return self._timeout_error()
+        if _is_refused(exc):
+            return JudgeUnavailableError(f"No server answers at {self.url} (connection refused). "
+                                         f"{self._start_advice()}", setting="url")
+        return JudgeUnavailableError(f"Cannot reach {self.url}: {_reason(exc)}. Check the address.", setting="url")
 
     def _timeout_error(self) -> JudgeTimeoutError:
         return JudgeTimeoutError(
@@ -256,16 +265,9 @@ class OllamaJudge(_ServerJudge):
         """One line for people: which model, served how."""
         return f"{self.model} via Ollama at {self.url}"
 
-    def _unreachable(self, exc: BaseException) -> JudgeError:
-        if _is_timeout(exc):
-            return self._timeout_error()
-        if _is_refused(exc):
-            return JudgeUnavailableError(
-                f"No server answers at {self.url} (connection refused). Start Ollama with `ollama serve` in "
-                f"another terminal (install it from https://ollama.com), then run `ollama pull {self.model}`. "
-                f"If Ollama runs on another address, give that address instead.", setting="url",
-            )
-        return JudgeUnavailableError(f"Cannot reach {self.url}: {_reason(exc)}. Check the address.", setting="url")
+    def _start_advice(self) -> str:
+        return (f"Start Ollama with `ollama serve` in another terminal (install it from https://ollama.com), then "
+                f"run `ollama pull {self.model}`. If Ollama runs on another address, give that address instead.")
 
     def _model_names(self, timeout: float) -> list[str]:
         """Return the names of the pulled models (``GET /api/tags``), or raise with advice."""
@@ -366,16 +368,9 @@ class OpenAIJudge(_ServerJudge):
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def _unreachable(self, exc: BaseException) -> JudgeError:
-        if _is_timeout(exc):
-            return self._timeout_error()
-        if _is_refused(exc):
-            return JudgeUnavailableError(
-                f"No server answers at {self.url} (connection refused). Start your OpenAI-compatible server "
-                f"(for example `vllm serve MODEL`, `llama-server -m MODEL.gguf`, or `ollama serve`, which also "
-                f"serves /v1), or give its address.", setting="url",
-            )
-        return JudgeUnavailableError(f"Cannot reach {self.url}: {_reason(exc)}. Check the address.", setting="url")
+    def _start_advice(self) -> str:
+        return ("Start your OpenAI-compatible server (for example `vllm serve MODEL`, `llama-server -m MODEL.gguf`, "
+                "or `ollama serve`, which also serves /v1), or give its address.")
 
     def preflight(self, timeout: float = 5.0) -> None:
         """Check that ``GET /v1/models`` answers and lists the model; raise JudgeUnavailableError if not."""

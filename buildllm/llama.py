@@ -45,13 +45,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import ConfigError, _check_bool, _check_dropout, _check_int, _ConfigMapping
+from .config import ConfigError, _check_bool, _check_dropout, _check_int, _check_num_classes, _ConfigMapping
 
 __all__ = [
     "LlamaConfig", "SMOLLM2_135M_CONFIG", "LLAMA_DTYPES", "RMSNorm", "SiLU", "FeedForward",
@@ -132,11 +133,7 @@ class LlamaConfig(_ConfigMapping):
         _check_dropout(self.drop_rate)
         _check_bool(self, "tie_embeddings")
         _check_bool(self, "fast")
-        if self.num_classes is not None:
-            _check_int(self, "num_classes", 2)
-            if self.tie_embeddings:
-                raise ConfigError("A classifier (num_classes) cannot tie its output layer to the token embedding; "
-                                  "set tie_embeddings=False.")
+        _check_num_classes(self, "tie_embeddings")
 
     @property
     def resolved_head_dim(self) -> int:
@@ -568,6 +565,23 @@ def load_weights_into_llama(model: LlamaModel, state_dict: Mapping[str, Tensor],
                 param.copy_(value)
     return model
 
+
+def build_from_state_dict(cfg: Mapping | LlamaConfig, state_dict: Mapping[str, Tensor], source: str | Path,
+                          device: str | torch.device = "cpu", *, model_class: type[LlamaModel] = LlamaModel,
+                          load=load_weights_into_llama) -> LlamaModel:
+    """A `model_class` for `cfg` filled with `state_dict` by `load` (no copies: the tensors were read for it).
+
+    A state dict that does not fit raises `WeightsError` naming `source` (the file it was read from).
+    """
+    from .sources import WeightsError
+
+    model = build_empty_llama(cfg, device, model_class=model_class)
+    try:
+        load(model, state_dict, assign=True)
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{source} does not fit the model its config.json describes ({exc}). Delete the folder "
+                           f"and download the files again.") from None
+    return model
 
 def hf_config_common(hf_config: Mapping, model: str) -> dict:
     """The keys every Llama-family ``config.json`` shares, as our config dict (`model` names ours in errors).

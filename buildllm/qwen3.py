@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from .config import ConfigError, _check_bool, _check_int
-from .llama import (LlamaConfig, LlamaModel, TransformerBlock, build_empty_llama, hf_config_common,
-                    load_weights_into_llama)
+from .llama import (LlamaConfig, LlamaModel, TransformerBlock, build_empty_llama, build_from_state_dict,
+                    hf_config_common, load_weights_into_llama)
 from .moe import MoEFeedForward
 
 __all__ = ["Qwen3Config", "Qwen3Model", "QWEN3_0_6B_CONFIG", "QWEN3_30B_A3B_CONFIG", "load_weights_into_qwen3",
@@ -538,11 +538,8 @@ def load_qwen3_folder(folder, device: str | torch.device = "cpu", dtype: str = "
     except (OSError, SafetensorError) as exc:
         raise WeightsError(f"{weights} cannot be read as a safetensors file ({exc}): it is truncated or corrupt. "
                            f"Delete it and download it again.") from None
-    model = build_empty_qwen3(cfg, device)
-    try:
-        load_weights_into_qwen3(model, state_dict, assign=True)  # the tensors were read for this model only
-    except (KeyError, ValueError) as exc:
-        raise WeightsError(f"{weights} does not fit the model its config.json describes ({exc}).") from None
+    model = build_from_state_dict(cfg, state_dict, weights, device, model_class=Qwen3Model,
+                                  load=load_weights_into_qwen3)
     if tokenizer.n_vocab > model.cfg.vocab_size:
         raise WeightsError(f"{folder / 'tokenizer.json'} has {tokenizer.n_vocab} tokens but the model only "
                            f"{model.cfg.vocab_size} (config.json vocab_size): they do not belong together.")

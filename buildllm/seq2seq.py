@@ -40,14 +40,8 @@ class Seq2SeqBatch:
     tgt_out: torch.Tensor  # (b, max_len + 1) what the decoder must predict: y_1 ... y_L, EOS, PAD ...
 
 
-def make_batch(
-    batch_size: int,
-    min_len: int,
-    max_len: int,
-    num_symbols: int = 10,
-    task: str = "reverse",
-    generator: torch.Generator | None = None,
-) -> Seq2SeqBatch:
+def make_batch(batch_size: int, min_len: int, max_len: int, num_symbols: int = 10, task: str = "reverse",
+               generator: torch.Generator | None = None) -> Seq2SeqBatch:
     """Draw `batch_size` random symbol sequences with lengths in [min_len, max_len] and their targets."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
@@ -189,19 +183,9 @@ def sequence_loss(model: Seq2Seq, batch: Seq2SeqBatch) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
 
 
-def train_seq2seq(
-    model: Seq2Seq,
-    num_steps: int,
-    batch_size: int = 64,
-    min_len: int = 5,
-    max_len: int = 40,
-    num_symbols: int = 10,
-    task: str = "reverse",
-    lr: float = 3e-3,
-    seed: int = 123,
-    grad_clip: float = 1.0,
-    log_every: int = 0,
-) -> list[float]:
+def train_seq2seq(model: Seq2Seq, num_steps: int, batch_size: int = 64, min_len: int = 5, max_len: int = 40,
+                  num_symbols: int = 10, task: str = "reverse", lr: float = 3e-3, seed: int = 123,
+                  grad_clip: float = 1.0, log_every: int = 0) -> list[float]:
     """Train `model` on fresh random batches for `num_steps` Adam steps; return the loss of every step."""
     generator = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -237,14 +221,8 @@ def score_predictions(pred: torch.Tensor, batch: Seq2SeqBatch) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def accuracy_by_length(
-    model: Seq2Seq,
-    lengths: list[int],
-    num_examples: int = 200,
-    num_symbols: int = 10,
-    task: str = "reverse",
-    seed: int = 2024,
-) -> list[dict]:
+def accuracy_by_length(model: Seq2Seq, lengths: list[int], num_examples: int = 200, num_symbols: int = 10,
+                       task: str = "reverse", seed: int = 2024) -> list[dict]:
     """Greedy-decode `num_examples` new sequences of each length; return rows
     {"length", "token_accuracy", "sequence_accuracy"} (fractions in [0, 1])."""
     generator = torch.Generator().manual_seed(seed)
@@ -260,14 +238,8 @@ def accuracy_by_length(
 
 
 @torch.no_grad()
-def accuracy_by_position(
-    model: Seq2Seq,
-    length: int,
-    num_examples: int = 200,
-    num_symbols: int = 10,
-    task: str = "reverse",
-    seed: int = 2024,
-) -> torch.Tensor:
+def accuracy_by_position(model: Seq2Seq, length: int, num_examples: int = 200, num_symbols: int = 10,
+                         task: str = "reverse", seed: int = 2024) -> torch.Tensor:
     """For inputs of one `length`: the fraction of right outputs at each output position, shape (length,)."""
     generator = torch.Generator().manual_seed(seed)
     model.eval()

@@ -56,12 +56,7 @@ from .download import (
     write_record,
 )
 from .files import atomic_write_json, default_file_mode, remove_stale_temp_files
-from .llama import (
-    LlamaModel,
-    build_empty_llama,
-    llama_config_from_hf,
-    load_weights_into_llama,
-)
+from .llama import LlamaModel, build_from_state_dict, llama_config_from_hf
 from .sources import (
     SMOLLM2_GGUF,
     SMOLLM2_HF_REPOS,
@@ -568,12 +563,7 @@ def _load_hf(name: str, root: Path, device, dtype: str) -> tuple[LlamaModel, Smo
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise WeightsError(f"The Hugging Face files of {name} in {folder} cannot be read ({type(exc).__name__}: "
                            f"{exc}). Delete the folder and download them again.") from None
-    model = build_empty_llama(cfg, device)
-    try:
-        load_weights_into_llama(model, state_dict, assign=True)  # the tensors were read for this model only
-    except (KeyError, ValueError) as exc:
-        raise WeightsError(f"{folder / 'model.safetensors'} does not fit the model its config.json describes "
-                           f"({exc}). Delete the folder and download the files again.") from None
+    model = build_from_state_dict(cfg, state_dict, folder / "model.safetensors", device)
     model.weights_source = f"Hugging Face {SMOLLM2_HF_REPOS[name]} (safetensors, full precision)"
     return model.eval(), tokenizer
 
@@ -671,8 +661,7 @@ def load_smollm2(name: str = "smollm2-135m-instruct", models_dir: str | os.PathL
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise WeightsError(f"The SmolLM2 cache in {paths['manifest'].parent} cannot be read ({exc}). Delete "
                            f"{paths['manifest']} to rebuild it.") from None
-    model = build_empty_llama({**manifest["config"], "dtype": dtype}, device)
-    load_weights_into_llama(model, state_dict, assign=True)  # the tensors were read for this model only
+    model = build_from_state_dict({**manifest["config"], "dtype": dtype}, state_dict, paths["weights"], device)
     model.weights_source = (f"{manifest['source']} from {SMOLLM2_PIP_REQUIREMENT} (4-bit Q4_1, dequantized to "
                             f"float32)")
     return model.eval(), tokenizer

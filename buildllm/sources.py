@@ -55,44 +55,23 @@ def models_dir(path: str | os.PathLike | None = None) -> Path:
 
 # --- Data --------------------------------------------------------------------------------------------
 
-DATASETS: dict[str, RemoteFile] = {
-    f.name: f
-    for f in [
-        RemoteFile(
-            name="the-verdict",
-            relpath="the-verdict.txt",
-            sha256="b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
-            size=20479,
-            urls=(f"{_COMPANION}/ch02/01_main-chapter-code/the-verdict.txt",),
-            description="Edith Wharton's short story 'The Verdict' (public domain), ch02 and ch05",
-        ),
-        RemoteFile(
-            name="sms-spam-collection",
-            relpath="sms_spam_collection/SMSSpamCollection",
-            sha256="7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
-            size=477907,
-            urls=("https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",),
-            zip_member="SMSSpamCollection",
-            description="UCI SMS Spam Collection: 5574 tab-separated messages (4827 ham, 747 spam), ch06",
-        ),
-        RemoteFile(
-            name="instruction-data",
-            relpath="instruction-data.json",
-            sha256="7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
-            size=203524,
-            urls=(f"{_COMPANION}/ch07/01_main-chapter-code/instruction-data.json",),
-            description="1100 instruction/input/output examples, ch07",
-        ),
-        RemoteFile(
-            name="tinyshakespeare",
-            relpath="tinyshakespeare.txt",
-            sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-            size=1115394,
-            urls=("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
-            description="Tiny Shakespeare (public domain), a larger text to pretrain on in ch05",
-        ),
-    ]
-}
+DATASETS: dict[str, RemoteFile] = {f.name: f for f in [
+    RemoteFile("the-verdict", "the-verdict.txt", (f"{_COMPANION}/ch02/01_main-chapter-code/the-verdict.txt",),
+               20479, "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
+               "Edith Wharton's short story 'The Verdict' (public domain), ch02 and ch05"),
+    RemoteFile("sms-spam-collection", "sms_spam_collection/SMSSpamCollection",
+               ("https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",), zip_member="SMSSpamCollection",
+               size=477907, sha256="7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
+               description="UCI SMS Spam Collection: 5574 tab-separated messages (4827 ham, 747 spam), ch06"),
+    RemoteFile("instruction-data", "instruction-data.json",
+               (f"{_COMPANION}/ch07/01_main-chapter-code/instruction-data.json",),
+               203524, "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
+               "1100 instruction/input/output examples, ch07"),
+    RemoteFile("tinyshakespeare", "tinyshakespeare.txt",
+               ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
+               1115394, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+               "Tiny Shakespeare (public domain), a larger text to pretrain on in ch05"),
+]}
 
 
 # --- GPT-2 weights -----------------------------------------------------------------------------------

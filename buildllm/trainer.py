@@ -74,17 +74,9 @@ class EpochShuffleSampler(Sampler[int]):
         return len(self.data_source) // self.num_replicas
 
 
-def create_pretraining_dataloaders(
-    text: str,
-    tokenizer,
-    context_length: int,
-    batch_size: int,
-    train_ratio: float = 0.90,
-    seed: int = 123,
-    num_workers: int = 0,
-    num_replicas: int = 1,
-    rank: int = 0,
-) -> tuple[DataLoader, DataLoader]:
+def create_pretraining_dataloaders(text: str, tokenizer, context_length: int, batch_size: int,
+                                   train_ratio: float = 0.90, seed: int = 123, num_workers: int = 0,
+                                   num_replicas: int = 1, rank: int = 0) -> tuple[DataLoader, DataLoader]:
     """Split `text` into training and validation parts and return their loaders (book settings: stride = context).
 
     The training loader shuffles with an `EpochShuffleSampler` and drops an
@@ -202,16 +194,9 @@ class TrainRun:
                 raise ValueError(f"{name} must be at least 1 (or None), got {getattr(self, name)}.")
 
 
-def train_step(
-    model,
-    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
-    optimizer,
-    device,
-    *,
-    amp_dtype: torch.dtype | None = None,
-    grad_clip: float | None = None,
-    lr: float | None = None,
-) -> float:
+def train_step(model, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], optimizer, device, *,
+               amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
+               lr: float | None = None) -> float:
     """One optimizer step on the (input, target) `micro_batches` (gradient accumulation); return their mean loss.
 
     Each micro-batch's loss is divided by the number of micro-batches before

@@ -73,53 +73,20 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from buildllm.checkpoints import ModelFileError, load_checkpoint, save_model, unwrap_model  # noqa: E402
-from buildllm.cli import (  # noqa: E402
-    UserError,
-    add_device_argument,
-    dropout_rate,
-    make_parser,
-    nonnegative_float,
-    nonnegative_int,
-    open_fraction,
-    pick_device,
-    positive_float,
-    positive_int,
-    read_text_file,
-    run_main,
-    seed,
-)
+from buildllm.cli import (UserError, add_device_argument, dropout_rate, make_parser, nonnegative_float,  # noqa: E402
+                          nonnegative_int, open_fraction, pick_device, positive_float, positive_int, read_text_file,
+                          run_main, seed)
 from buildllm.config import ConfigError  # noqa: E402
 from buildllm.datasets import DatasetError, list_datasets, load_text  # noqa: E402
 from buildllm.device import set_seed  # noqa: E402
-from buildllm.distributed import (  # noqa: E402
-    DistInfo,
-    DistributedLaunchError,
-    all_reduce_mean,
-    cleanup,
-    is_torchrun_launch,
-    setup_from_env,
-    wrap_ddp,
-)
+from buildllm.distributed import (DistInfo, DistributedLaunchError, all_reduce_mean, cleanup,  # noqa: E402
+                                  is_torchrun_launch, setup_from_env, wrap_ddp)
 from buildllm.files import atomic_write_json, check_writable, remove_stale_temp_files  # noqa: E402
 from buildllm.model import GPT2_SIZES, GPTModel, count_parameters, get_gpt2_config  # noqa: E402
-from buildllm.run_config import (  # noqa: E402
-    add_config_argument,
-    config_differences,
-    effective_config,
-    parse_args_with_config,
-    read_saved_config,
-    save_run_config,
-)
-from buildllm.speed import (  # noqa: E402
-    DTYPES,
-    LR_SCHEDULES,
-    autocast_context,
-    check_dtype_supported,
-    compile_model,
-    make_adamw,
-    make_lr_schedule,
-    pad_vocab_size,
-)
+from buildllm.run_config import (add_config_argument, config_differences, effective_config,  # noqa: E402
+                                 parse_args_with_config, read_saved_config, save_run_config)
+from buildllm.speed import (DTYPES, LR_SCHEDULES, autocast_context, check_dtype_supported,  # noqa: E402
+                            compile_model, make_adamw, make_lr_schedule, pad_vocab_size)
 from buildllm.tokenizer import get_gpt2_tokenizer  # noqa: E402
 from buildllm.tracking import WANDB_MODES, log_to_all, start_wandb  # noqa: E402
 from buildllm.trainer import TrainingState, TrainRun, create_pretraining_dataloaders, train_model  # noqa: E402

@@ -27,29 +27,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from buildllm.checkpoints import save_model  # noqa: E402
-from buildllm.classification import (  # noqa: E402
-    TRAINABLE_CHOICES,
-    add_classification_head,
-    calc_accuracy_loader,
-    class_loss_fn,
-    create_spam_dataloaders,
-    prepare_spam_splits,
-    set_trainable_layers,
-    train_classifier_simple,
-)
-from buildllm.cli import (  # noqa: E402
-    UserError,
-    add_device_argument,
-    add_finetune_arguments,
-    add_weights_arguments,
-    dropout_rate,
-    load_weights,
-    make_parser,
-    pick_device,
-    positive_int,
-    run_main,
-    seed,
-)
+from buildllm.classification import (TRAINABLE_CHOICES, add_classification_head, calc_accuracy_loader,  # noqa: E402
+                                     class_loss_fn, create_spam_dataloaders, prepare_spam_splits,
+                                     set_trainable_layers, train_classifier_simple)
+from buildllm.cli import (UserError, add_device_argument, add_finetune_arguments, add_weights_arguments,  # noqa: E402
+                          dropout_rate, load_weights, make_parser, pick_device, positive_int, run_main, seed)
 from buildllm.datasets import DatasetError  # noqa: E402
 from buildllm.device import set_seed  # noqa: E402
 from buildllm.files import atomic_write_json, check_writable  # noqa: E402
@@ -64,11 +46,10 @@ def build_parser():
     add_weights_arguments(parser, default="gpt2-small")
     parser.add_argument("--trainable", default="last-block", choices=TRAINABLE_CHOICES,
                         help="which layers to fine-tune (ignored with --lora-rank)")
-    add_finetune_arguments(parser, instead="unfreezing layers", exercise="appendix E", epochs=5, batch="messages")
+    add_finetune_arguments(parser, instead="unfreezing layers", exercise="appendix E", epochs=5,
+                           batch="messages", eval_freq=50)
     parser.add_argument("--max-length", type=positive_int, default=None,
                         help="pad/cut every message to this many tokens (default: the longest training message)")
-    parser.add_argument("--eval-freq", type=positive_int, default=50, help="evaluate the loss every N steps")
-    parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
     parser.add_argument("--drop-rate", type=dropout_rate, default=0.0, help="dropout during fine-tuning, as in the book")
     parser.add_argument("--seed", type=seed, default=123, help="seed for the data split, the new head and shuffling")
     add_device_argument(parser)

@@ -34,36 +34,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from buildllm.checkpoints import save_model  # noqa: E402
-from buildllm.cli import (  # noqa: E402
-    UserError,
-    add_device_argument,
-    add_finetune_arguments,
-    add_weights_arguments,
-    dropout_rate,
-    load_weights,
-    make_parser,
-    nonnegative_int,
-    pick_device,
-    positive_int,
-    read_json_file,
-    run_main,
-    seed,
-)
+from buildllm.cli import (UserError, add_device_argument, add_finetune_arguments, add_weights_arguments,  # noqa: E402
+                          dropout_rate, load_weights, make_parser, nonnegative_int, pick_device, positive_int,
+                          read_json_file, run_main, seed)
 from buildllm.datasets import DatasetError, load_json  # noqa: E402
 from buildllm.device import set_seed  # noqa: E402
 from buildllm.files import check_writable  # noqa: E402
-from buildllm.instruction import (  # noqa: E402
-    PROMPT_STYLES,
-    InstructionDataError,
-    InstructionDataset,
-    build_prompt,
-    create_instruction_dataloader,
-    format_input,
-    generate_responses,
-    partition_data,
-    save_json,
-    validate_entries,
-)
+from buildllm.instruction import (PROMPT_STYLES, InstructionDataError, InstructionDataset, build_prompt,  # noqa: E402
+                                  create_instruction_dataloader, format_input, generate_responses, partition_data,
+                                  save_json, validate_entries)
 from buildllm.judge import format_metrics, offline_metrics  # noqa: E402
 from buildllm.lora import freeze_and_add_lora, merge_lora  # noqa: E402
 from buildllm.model import count_parameters  # noqa: E402
@@ -81,15 +60,14 @@ def build_parser():
     parser.add_argument("--prompt-style", default="alpaca", choices=PROMPT_STYLES, help="prompt template")
     parser.add_argument("--mask-instructions", action="store_true",
                         help="leave the prompt tokens out of the loss (exercise 7.2)")
-    add_finetune_arguments(parser, instead="all weights", exercise="exercise 7.4", epochs=2, batch="entries")
+    add_finetune_arguments(parser, instead="all weights", exercise="exercise 7.4", epochs=2,
+                           batch="entries", eval_freq=5)
     parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="use only the first N entries (before the 85/10/5 split) to run small")
     parser.add_argument("--allowed-max-length", type=positive_int, default=1024,
                         help="cut training texts to this many tokens (at most the model's context length)")
     parser.add_argument("--max-new-tokens", type=nonnegative_int, default=256,
                         help="longest generated response (also of the sample after each epoch)")
-    parser.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate the losses every N steps")
-    parser.add_argument("--eval-iter", type=positive_int, default=5, help="batches per loss evaluation")
     parser.add_argument("--drop-rate", type=dropout_rate, default=0.0, help="dropout during fine-tuning, as in the book")
     parser.add_argument("--seed", type=seed, default=123, help="seed for initialization and shuffling")
     add_device_argument(parser)

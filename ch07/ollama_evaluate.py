@@ -34,31 +34,12 @@ import json
 import sys
 from pathlib import Path
 
-from buildllm.cli import (
-    UserError,
-    make_parser,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    read_json_file,
-    run_main,
-    seed,
-)
+from buildllm.cli import (UserError, make_parser, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                          read_json_file, run_main, seed)
 from buildllm.files import atomic_write_json, check_writable, remove_stale_temp_files
 from buildllm.instruction import InstructionDataError, validate_entries
-from buildllm.judge import (
-    BACKENDS,
-    DEFAULT_OLLAMA_URL,
-    ItemScore,
-    JudgeError,
-    LocalJudge,
-    ScoreReport,
-    format_metrics,
-    make_judge,
-    offline_metrics,
-    score_entries,
-)
+from buildllm.judge import (BACKENDS, DEFAULT_OLLAMA_URL, ItemScore, JudgeError, LocalJudge, ScoreReport,
+                            format_metrics, make_judge, offline_metrics, score_entries)
 
 # What to change on this command line when the judge blames one setting (JudgeError.setting).
 FLAG_HINTS = {

@@ -13,25 +13,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from buildllm.checkpoints import ModelFileError, save_model
-from buildllm.classification import (
-    SpamDataset,
-    add_classification_head,
-    calc_accuracy_loader,
-    calc_class_loss_batch,
-    class_loss_fn,
-    classify_review,
-    create_balanced_dataset,
-    create_spam_dataloaders,
-    encode_labels,
-    load_classifier,
-    load_sms_spam,
-    prepare_spam_splits,
-    random_split,
-    read_sms_spam_file,
-    read_sms_spam_pandas,
-    set_trainable_layers,
-    train_classifier_simple,
-)
+from buildllm.classification import (SpamDataset, add_classification_head, calc_accuracy_loader,
+                                     calc_class_loss_batch, class_loss_fn, classify_review, create_balanced_dataset,
+                                     create_spam_dataloaders, encode_labels, load_classifier, load_sms_spam,
+                                     prepare_spam_splits, random_split, read_sms_spam_file, read_sms_spam_pandas,
+                                     set_trainable_layers, train_classifier_simple)
 from buildllm.datasets import get_data_path
 from buildllm.model import GPT_CONFIG_124M, GPTModel
 from buildllm.pretrained import load_base_model

@@ -210,6 +210,13 @@ def _execute(chapter: str, solutions: dict[str, str] | None = None) -> str:
     return out.getvalue()
 
 
+def assert_refused(*cases):
+    """Each (check, wrong attempt, phrase): the check refuses the attempt with a diagnosis containing the phrase."""
+    for check, attempt, phrase in cases:
+        with pytest.raises(ExerciseCheckError, match=phrase):
+            check(attempt)
+
+
 @pytest.mark.parametrize("chapter", sorted(BLANKS))
 def test_starter_with_blanks_reports_each_blank(chapter):
     printed = _execute(chapter)
@@ -323,33 +330,28 @@ def test_flawed_attention_without_a_flaw_passes():
     exercises.check_causal_attention(_flawed_causal(None))
 
 
-@pytest.mark.parametrize("flaw, diagnosis", [
-    ("unscaled", "√d_k 스케일링이 빠졌습니다"),
-    ("d_out", "√d_out(√12)으로 나눴습니다"),
-    ("mask_after_softmax", "마스크를 softmax 뒤에 적용했습니다"),
-    ("zero_fill", "마스크 칸을 0으로 채웠습니다"),
-    ("no_mask", "코잘 마스크가 없습니다"),
-    ("sees_next", "미래 정보가 샙니다: 위치 3부터의 입력만 바꿨는데"),
-    ("hides_self", "NaN이나 inf가 있습니다"),
-    ("merge_without_transpose", "헤드를 합칠 때 전치가 빠졌습니다"),
-    ("no_out_proj", "out_proj를 적용하지 않았습니다"),
-    ("transposed_output", "기대 (2, 6, 12), 실제 (2, 12, 6). 같은 크기들의 순서만 바뀌었습니다"),
-    ("no_dropout", "드롭아웃이 빠졌습니다"),
+@pytest.mark.parametrize("which, flaw, diagnosis", [
+    ("multihead", "unscaled", "√d_k 스케일링이 빠졌습니다"),
+    ("multihead", "d_out", "√d_out(√12)으로 나눴습니다"),
+    ("multihead", "mask_after_softmax", "마스크를 softmax 뒤에 적용했습니다"),
+    ("multihead", "zero_fill", "마스크 칸을 0으로 채웠습니다"),
+    ("multihead", "no_mask", "코잘 마스크가 없습니다"),
+    ("multihead", "sees_next", "미래 정보가 샙니다: 위치 3부터의 입력만 바꿨는데"),
+    ("multihead", "hides_self", "NaN이나 inf가 있습니다"),
+    ("multihead", "merge_without_transpose", "헤드를 합칠 때 전치가 빠졌습니다"),
+    ("multihead", "no_out_proj", "out_proj를 적용하지 않았습니다"),
+    ("multihead", "transposed_output", "기대 (2, 6, 12), 실제 (2, 12, 6). 같은 크기들의 순서만 바뀌었습니다"),
+    ("multihead", "no_dropout", "드롭아웃이 빠졌습니다"),
+    ("causal", "unscaled", "√d_k 스케일링이 빠졌습니다"),
+    ("causal", "mask_after_softmax", "마스크를 softmax 뒤에 적용했습니다"),
+    ("causal", "sees_next", "미래 정보가 샙니다"),
+    ("causal", "no_dropout", "드롭아웃이 빠졌습니다"),
 ])
-def test_multihead_attention_diagnoses(flaw, diagnosis):
+def test_attention_diagnoses(which, flaw, diagnosis):
+    check, flawed = {"multihead": (exercises.check_multihead_attention, _flawed_mha),
+                     "causal": (exercises.check_causal_attention, _flawed_causal)}[which]
     with pytest.raises(ExerciseCheckError, match=re.escape(diagnosis)):
-        exercises.check_multihead_attention(_flawed_mha(flaw))
-
-
-@pytest.mark.parametrize("flaw, diagnosis", [
-    ("unscaled", "√d_k 스케일링이 빠졌습니다"),
-    ("mask_after_softmax", "마스크를 softmax 뒤에 적용했습니다"),
-    ("sees_next", "미래 정보가 샙니다"),
-    ("no_dropout", "드롭아웃이 빠졌습니다"),
-])
-def test_causal_attention_diagnoses(flaw, diagnosis):
-    with pytest.raises(ExerciseCheckError, match=re.escape(diagnosis)):
-        exercises.check_causal_attention(_flawed_causal(flaw))
+        check(flawed(flaw))
 
 
 def test_causal_attention_wrong_shape_names_expected_and_got():
@@ -379,12 +381,11 @@ def test_self_attention_diagnoses():
             super().__init__()
             self.query = nn.Linear(d_in, d_out)
 
-    with pytest.raises(ExerciseCheckError, match="어텐션 점수가 전치되어 있습니다"):
-        exercises.check_self_attention(ScoresTransposed)
-    with pytest.raises(ExerciseCheckError, match="마스크가 없어야 합니다"):
-        exercises.check_self_attention(Masked)
-    with pytest.raises(ExerciseCheckError, match="`W_query` 속성이 없습니다"):
-        exercises.check_self_attention(WrongNames)
+    assert_refused(
+        (exercises.check_self_attention, ScoresTransposed, "어텐션 점수가 전치되어 있습니다"),
+        (exercises.check_self_attention, Masked, "마스크가 없어야 합니다"),
+        (exercises.check_self_attention, WrongNames, "`W_query` 속성이 없습니다"),
+    )
 
 
 # --------------------------------------------------------------------------- wrong attempts: the GPT pieces
@@ -454,12 +455,11 @@ def test_data_diagnoses():
         def decode(self, ids):
             return " ".join(self.int_to_str[i] for i in ids)
 
-    with pytest.raises(ExerciseCheckError, match="타깃이 입력과 똑같습니다"):
-        exercises.check_dataset(NoShift)
-    with pytest.raises(ExerciseCheckError, match="샘플 수가 기대 17, 실제 65입니다"):
-        exercises.check_dataset(IgnoresStride)
-    with pytest.raises(ExerciseCheckError, match="decode의 띄어쓰기가 다릅니다"):
-        exercises.check_simple_tokenizer(KeepsSpaces)
+    assert_refused(
+        (exercises.check_dataset, NoShift, "타깃이 입력과 똑같습니다"),
+        (exercises.check_dataset, IgnoresStride, "샘플 수가 기대 17, 실제 65입니다"),
+        (exercises.check_simple_tokenizer, KeepsSpaces, "decode의 띄어쓰기가 다릅니다"),
+    )
 
 
 def test_loss_diagnoses():
@@ -472,12 +472,11 @@ def test_loss_diagnoses():
     def first_token(inputs, labels, m, device):
         return F.cross_entropy(m(inputs)[:, 0, :], labels)
 
-    with pytest.raises(ExerciseCheckError, match="손실을 더했습니다"):
-        exercises.check_calc_loss_batch(summed)
-    with pytest.raises(ExerciseCheckError, match="텐서를 돌려줘야 합니다"):
-        exercises.check_calc_loss_batch(as_number)
-    with pytest.raises(ExerciseCheckError, match="첫 토큰의 로짓을 썼습니다"):
-        exercises.check_classification_loss(first_token)
+    assert_refused(
+        (exercises.check_calc_loss_batch, summed, "손실을 더했습니다"),
+        (exercises.check_calc_loss_batch, as_number, "텐서를 돌려줘야 합니다"),
+        (exercises.check_classification_loss, first_token, "첫 토큰의 로짓을 썼습니다"),
+    )
 
 
 def test_accuracy_diagnoses():
@@ -488,10 +487,10 @@ def test_accuracy_diagnoses():
         scores = [(m(x)[:, -1].argmax(-1) == y).float().mean().item() for x, y in loader]
         return sum(scores) / len(scores)
 
-    with pytest.raises(ExerciseCheckError, match="퍼센트로 돌려줬습니다"):
-        exercises.check_accuracy_loader(percent)
-    with pytest.raises(ExerciseCheckError, match="배치별 정확도의 평균을 냈습니다"):
-        exercises.check_accuracy_loader(mean_of_batches)
+    assert_refused(
+        (exercises.check_accuracy_loader, percent, "퍼센트로 돌려줬습니다"),
+        (exercises.check_accuracy_loader, mean_of_batches, "배치별 정확도의 평균을 냈습니다"),
+    )
 
 
 def test_generate_diagnoses():
@@ -568,9 +567,8 @@ def test_lora_diagnoses():
         def forward(self, x):
             return self.lora(x)
 
-    with pytest.raises(ExerciseCheckError, match="alpha만 곱했습니다"):
-        exercises.check_lora_layer(AlphaOnly)
-    with pytest.raises(ExerciseCheckError, match="B는 0으로 시작해야 합니다"):
-        exercises.check_lora_layer(RandomB)
-    with pytest.raises(ExerciseCheckError, match="B = 0일 때는 원래 층과 출력이 같아야 합니다"):
-        exercises.check_linear_with_lora(LoRAOnly)
+    assert_refused(
+        (exercises.check_lora_layer, AlphaOnly, "alpha만 곱했습니다"),
+        (exercises.check_lora_layer, RandomB, "B는 0으로 시작해야 합니다"),
+        (exercises.check_linear_with_lora, LoRAOnly, "B = 0일 때는 원래 층과 출력이 같아야 합니다"),
+    )

@@ -8,6 +8,7 @@ import torch
 from buildllm.generation import generate, generate_text_simple
 from buildllm.kv_cache import KVCache, left_pad
 from buildllm.model import GPT_CONFIG_124M, GPTModel
+from generation_checks import assert_padded_batch_matches_alone
 
 SMALL = {**GPT_CONFIG_124M, "vocab_size": 97, "emb_dim": 48, "n_heads": 3, "n_layers": 2,
          "context_length": 37, "drop_rate": 0.0}
@@ -67,13 +68,8 @@ def test_cached_greedy_generation_identical_124m(model_124m):
 def test_cached_batch_with_different_prompt_lengths(fast):
     model = _model({**GPT_CONFIG_124M, "emb_dim": 96, "n_heads": 4, "n_layers": 2, "drop_rate": 0.0, "fast": fast})
     prompts = [[15496, 11, 314, 716], [464], [40, 367, 2885, 1464, 1807, 3619, 402]]
-    idx, mask = left_pad(prompts, pad_id=50256)
-    out = generate(model, idx, 60, 1024, attention_mask=mask, use_cache=True)
-    uncached_padded = generate(model, idx, 60, 1024, attention_mask=mask)
-    assert torch.equal(out, uncached_padded)
-    for row, prompt in enumerate(prompts):
-        alone = generate_text_simple(model, torch.tensor([prompt]), 60, 1024)[0, len(prompt):]
-        assert torch.equal(out[row, idx.shape[1]:], alone)
+    idx, mask, out = assert_padded_batch_matches_alone(model, prompts, 60, 1024, pad_id=50256)
+    assert torch.equal(out, generate(model, idx, 60, 1024, attention_mask=mask))  # the same without the cache
 
 
 @pytest.mark.parametrize("padded", [False, True])

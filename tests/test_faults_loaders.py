@@ -58,6 +58,26 @@ def unreadable_link(folder: Path, name: str, good: Path) -> Path:
     return make_unreadable(path)
 
 
+def spoil(path: Path, kind: str, seed: int, keep: int = 0) -> Path:
+    """Damage the file at `path` as `kind` says; return the path to load (another one for "unreadable").
+
+    "corrupt" keeps the first `keep` bytes (a valid header) and replaces the rest with random bytes;
+    "wrong_format" and "malicious_pickle" replace the file with a pickle; key kinds leave it as written.
+    """
+    data = path.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "corrupt":
+        path.write_bytes(data[:keep] + random.Random(seed).randbytes(len(data) - keep))
+    elif kind in ("wrong_format", "malicious_pickle"):
+        path.write_bytes(pickle.dumps(Payload() if kind == "malicious_pickle" else {"not": "a weights file"}))
+    elif kind == "unreadable":
+        good = path.with_name("good" + path.suffix)
+        path.rename(good)
+        return unreadable_link(path.parent, path.name, good)
+    return path
+
+
 def check_clear(exc: BaseException, path: Path) -> str:
     """The message names the file, says something to do, and carries no unsafe advice or traceback."""
     message = str(exc)
@@ -223,20 +243,7 @@ def bad_safetensors(kind: str, folder: Path) -> Path:
     if kind == "extra_key":
         weights["h.1.ln_1.weight"] = torch.zeros(8)
     save_file(weights, str(path))
-    data = path.read_bytes()
-    if kind == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif kind == "corrupt":
-        path.write_bytes(random.Random(1).randbytes(len(data)))
-    elif kind == "wrong_format":
-        path.write_bytes(pickle.dumps({"not": "safetensors"}))
-    elif kind == "malicious_pickle":
-        path.write_bytes(pickle.dumps(Payload()))
-    elif kind == "unreadable":
-        good = folder / "good.safetensors"
-        path.rename(good)
-        return unreadable_link(folder, "model.safetensors", good)
-    return path
+    return spoil(path, kind, seed=1)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -318,18 +325,7 @@ def bad_gguf(kind: str, folder: Path, monkeypatch) -> Path:
             return weights
         monkeypatch.setattr(tiny_gguf, "_hf_weights", changed)
     tiny_gguf.write_tiny_llama_gguf(path)
-    data = path.read_bytes()
-    if kind == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif kind == "corrupt":
-        path.write_bytes(data[:64] + random.Random(3).randbytes(len(data) - 64))
-    elif kind in ("wrong_format", "malicious_pickle"):
-        path.write_bytes(pickle.dumps(Payload() if kind == "malicious_pickle" else {"a": 1}))
-    elif kind == "unreadable":
-        good = folder / "good.gguf"
-        path.rename(good)
-        return unreadable_link(folder, "model.gguf", good)
-    return path
+    return spoil(path, kind, seed=3, keep=64)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -7,7 +7,6 @@ import torch
 
 from buildllm.config import ConfigError
 from buildllm.generation import generate, generate_text_simple
-from buildllm.kv_cache import left_pad
 from buildllm.llama import (
     LlamaConfig,
     LlamaModel,
@@ -17,6 +16,7 @@ from buildllm.llama import (
     llama_config_from_hf,
     load_weights_into_llama,
 )
+from generation_checks import assert_padded_batch_matches_alone
 
 transformers = pytest.importorskip("transformers")
 
@@ -133,12 +133,7 @@ def test_kv_cache_generation_equals_uncached_token_for_token():
 @pytest.mark.parametrize("fast", [False, True])
 def test_left_padded_batch_generates_what_each_prompt_generates_alone(fast):
     model = load_weights_into_llama(LlamaModel({**TINY, "fast": fast}).eval(), hf_llama(TINY).state_dict())
-    prompts = [[5, 17, 42, 99, 3, 250, 7], [11, 12], [200, 201, 202, 203]]
-    idx, mask = left_pad(prompts, pad_id=0)
-    batch = generate(model, idx, 12, 64, use_cache=True, attention_mask=mask)
-    for row, prompt in enumerate(prompts):
-        alone = generate_text_simple(model, torch.tensor([prompt]), 12, 64)[0, len(prompt):]
-        assert torch.equal(batch[row, idx.shape[1]:], alone)
+    assert_padded_batch_matches_alone(model, [[5, 17, 42, 99, 3, 250, 7], [11, 12], [200, 201, 202, 203]], 12, 64)
     # A batch of one with padding in front: the padding must stay masked in every step.
     one = torch.tensor([[0, 0, 0, 11, 12]])
     padded = generate(model, one, 12, 64, use_cache=True, attention_mask=torch.tensor([[0, 0, 0, 1, 1]]))

@@ -9,15 +9,8 @@ import torch
 import torch.nn as nn
 
 from buildllm.classification import add_classification_head
-from buildllm.lora import (
-    LinearWithLoRA,
-    LoRALayer,
-    count_lora_parameters,
-    count_trainable_parameters,
-    freeze_and_add_lora,
-    merge_lora,
-    replace_linear_with_lora,
-)
+from buildllm.lora import (LinearWithLoRA, LoRALayer, count_lora_parameters, count_trainable_parameters,
+                           freeze_and_add_lora, merge_lora, replace_linear_with_lora)
 from buildllm.model import GPT_CONFIG_124M, GPTModel, get_gpt2_config
 
 TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 8, "n_heads": 2,

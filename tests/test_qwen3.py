@@ -7,7 +7,6 @@ import torch
 
 from buildllm.config import ConfigError
 from buildllm.generation import generate, generate_text_simple
-from buildllm.kv_cache import left_pad
 from buildllm.llama import llama_to_hf_state_dict
 from buildllm.moe import MoEFeedForward, set_moe_implementation
 from buildllm.qwen3 import (
@@ -20,6 +19,7 @@ from buildllm.qwen3 import (
     load_weights_into_qwen3,
     qwen3_config_from_hf,
 )
+from generation_checks import assert_padded_batch_matches_alone
 
 transformers = pytest.importorskip("transformers")
 
@@ -209,12 +209,7 @@ def test_kv_cache_generation_equals_uncached_token_for_token(cfg):
 
 def test_left_padded_moe_batch_generates_what_each_prompt_generates_alone():
     model = load_weights_into_qwen3(Qwen3Model(MOE).eval(), hf_qwen3(MOE).state_dict())
-    prompts = [[5, 17, 42, 99, 3, 150, 7], [11, 12], [100, 101, 102, 103]]
-    idx, mask = left_pad(prompts, pad_id=0)
-    batch = generate(model, idx, 10, 64, use_cache=True, attention_mask=mask)
-    for row, prompt in enumerate(prompts):
-        alone = generate_text_simple(model, torch.tensor([prompt]), 10, 64)[0, len(prompt):]
-        assert torch.equal(batch[row, idx.shape[1]:], alone)
+    assert_padded_batch_matches_alone(model, [[5, 17, 42, 99, 3, 150, 7], [11, 12], [100, 101, 102, 103]], 10, 64)
 
 
 def test_config_from_hf_and_validation():
