@@ -58,6 +58,7 @@ __all__ = [
     "LlamaConfig", "SMOLLM2_135M_CONFIG", "LLAMA_DTYPES", "RMSNorm", "SiLU", "FeedForward",
     "compute_rope_params", "apply_rope", "GroupedQueryAttention", "TransformerBlock", "LlamaModel",
     "load_weights_into_llama", "llama_to_hf_state_dict", "llama_config_from_hf", "build_empty_llama",
+    "build_from_state_dict",
 ]
 
 # F.scaled_dot_product_attention takes fewer key/value heads than query heads since PyTorch 2.5.
