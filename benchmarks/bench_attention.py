@@ -35,8 +35,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # this checkout's buildllm, even if it is not installed
 
 from buildllm.attention_variants import IMPLEMENTATIONS, build_implementations, max_differences  # noqa: E402
-from buildllm.cli import (UserError, add_benchmark_arguments, nonnegative_int, positive_int, prepare_benchmark,  # noqa: E402
-                          seed)
+from buildllm.cli import (UserError, add_benchmark_arguments, nonnegative_int, positive_int,  # noqa: E402
+                          prepare_benchmark, seed)
 from buildllm.device import describe_device  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

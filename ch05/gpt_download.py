@@ -1,4 +1,7 @@
-"""Download the pretrained weights chapter 5 generates with (GPT-2 small by default); `--help` lists the choices (SmolLM2 works offline)."""
+"""Download the pretrained weights chapter 5 generates with (GPT-2 small by default).
+
+`--help` lists the choices (SmolLM2 works offline).
+"""
 
 import sys
 

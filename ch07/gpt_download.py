@@ -1,4 +1,7 @@
-"""Download the pretrained weights chapter 7 instruction-tunes (GPT-2 medium by default); `--help` lists the choices (SmolLM2 works offline)."""
+"""Download the pretrained weights chapter 7 instruction-tunes (GPT-2 medium by default).
+
+`--help` lists the choices (SmolLM2 works offline).
+"""
 
 import sys
 
